@@ -1,0 +1,1 @@
+"""Berth's control plane: models, immutable versions, aliases and the change feed."""
