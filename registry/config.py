@@ -39,7 +39,7 @@ class RegistrySettings(BaseSettings):
     upload_part_bytes: int = Field(
         default=8 * MiB,
         ge=5 * MiB,
-        description="Upload buffer and S3 multipart part size. Peak upload memory is about twice this.",
+        description="Upload buffer and S3 multipart part size; upload memory is about twice it.",
     )
     artifact_redirect: bool = Field(
         default=True,
@@ -61,6 +61,9 @@ class RegistrySettings(BaseSettings):
         default=3600.0,
         ge=0,
         description="Unreferenced objects younger than this are kept (uploads in flight).",
+    )
+    auto_migrate: bool = Field(
+        default=False, description="Apply pending migrations at start (the embedded default does)."
     )
     auth: bool = Field(default=True, description="Require bearer tokens. Off only on loopback.")
     allow_insecure: bool = Field(

@@ -159,6 +159,12 @@ class UnsafeArtifact(InvalidInput):
     code = "unsafe_artifact"
 
 
+class ArtifactMissing(RegistryError):
+    """A version row whose object is gone from the store: an integrity failure, not bad input."""
+
+    code = "artifact_missing"
+
+
 # 503
 
 
@@ -176,6 +182,7 @@ class StorageUnavailable(Unavailable):
 
 HTTP_STATUS: dict[str, int] = {
     "internal_error": 500,
+    "artifact_missing": 500,
     "bad_request": 400,
     "invalid_cursor": 400,
     "unauthenticated": 401,

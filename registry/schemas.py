@@ -29,7 +29,9 @@ AliasNameStr = Annotated[str, Field(pattern=NAME_PATTERN)]
 Sha256Str = Annotated[str, Field(pattern=SHA256_PATTERN)]
 VersionNumber = Annotated[int, Field(ge=1, le=2**31 - 1)]
 ShortText = Annotated[str, Field(max_length=256)]
-Tags = Annotated[dict[Annotated[str, Field(min_length=1, max_length=64)], ShortText], Field(max_length=64)]
+Tags = Annotated[
+    dict[Annotated[str, Field(min_length=1, max_length=64)], ShortText], Field(max_length=64)
+]
 
 
 class Schema(BaseModel):
@@ -115,7 +117,8 @@ class Example(Schema):
         for name, values in self.outputs.items():
             if len(values) != len(self.inputs):
                 raise ValueError(
-                    f"example output {name!r} has {len(values)} rows, inputs have {len(self.inputs)}"
+                    f"example output {name!r} has {len(values)} rows, "
+                    f"inputs have {len(self.inputs)}"
                 )
         return self
 

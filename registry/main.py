@@ -1,0 +1,183 @@
+"""Assembles the registry application: `create_app(settings)`."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from registry import migrate
+from registry.api import health_router, router
+from registry.config import RegistrySettings
+from registry.db import Database
+from registry.errors import HTTP_STATUS, DatabaseUnavailable, RegistryError
+from registry.feed import FeedWatcher, Signal
+from registry.schemas import ErrorBody
+from registry.storage import ArtifactStore, open_store
+
+log = logging.getLogger("registry")
+
+VERSION = "0.1.0"
+
+
+class InsecureBinding(RuntimeError):
+    """Refusing to listen beyond loopback with authentication off."""
+
+
+def check_binding(settings: RegistrySettings, host: str) -> None:
+    """Refuse to expose an unauthenticated registry beyond this machine unless told to."""
+    if settings.auth or settings.allow_insecure or is_loopback(host):
+        return
+    raise InsecureBinding(
+        f"refusing to listen on {host} with authentication off (BERTH_AUTH=false): anyone who "
+        "can reach it could publish models, and loading a model runs its code. Turn "
+        "authentication on, bind to 127.0.0.1, or set BERTH_ALLOW_INSECURE=true."
+    )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def create_app(
+    settings: RegistrySettings | None = None,
+    *,
+    database: Database | None = None,
+    store: ArtifactStore | None = None,
+) -> FastAPI:
+    """Build the registry app. Nothing is read from the environment unless `settings` is None."""
+    settings = settings or RegistrySettings()
+    database = database or Database(
+        settings.effective_database_url, timeout=settings.db_timeout_seconds
+    )
+    store = store or open_store(
+        settings.effective_artifact_store,
+        timeout=settings.storage_timeout_seconds,
+        part_size=settings.upload_part_bytes,
+    )
+    feed_signal, replica_signal = Signal(), Signal()
+    watcher = FeedWatcher(database, feed_signal, poll_seconds=settings.feed_poll_seconds)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        feed_signal.bind(loop)
+        replica_signal.bind(loop)
+        if settings.auto_migrate:
+            await asyncio.to_thread(migrate.upgrade, database)
+        await asyncio.to_thread(_check_schema, database)
+        watcher.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(watcher.stop)
+            database.dispose()
+
+    app = FastAPI(
+        title="Berth registry",
+        version=VERSION,
+        summary="Immutable model versions, aliases with history, and a change feed.",
+        lifespan=lifespan,
+        responses={
+            400: {"model": ErrorBody},
+            401: {"model": ErrorBody},
+            403: {"model": ErrorBody},
+            404: {"model": ErrorBody},
+            409: {"model": ErrorBody},
+            413: {"model": ErrorBody},
+            422: {"model": ErrorBody},
+            503: {"model": ErrorBody},
+        },
+    )
+    app.state.settings = settings
+    app.state.db = database
+    app.state.store = store
+    app.state.feed_signal = feed_signal
+    app.state.replica_signal = replica_signal
+    app.include_router(router)
+    app.include_router(health_router)
+    install_error_handlers(app)
+    return app
+
+
+def _check_schema(database: Database) -> None:
+    try:
+        current = migrate.current_revision(database)
+    except DatabaseUnavailable as exc:
+        # Start anyway: /readyz reports it, and requests get 503 until the database is back.
+        log.warning("database unreachable at start: %s", exc.message)
+        return
+    head = migrate.head_revision(database)
+    if current != head:
+        raise RuntimeError(
+            f"the database schema is at revision {current or 'none'}, this Berth needs {head}: "
+            "run `berth db upgrade` (or `python -m registry db upgrade`)"
+        )
+
+
+def error_response(status: int, code: str, message: str, detail: Any = None) -> JSONResponse:
+    body = ErrorBody(error=code, message=message, detail=detail)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves as `{"error", "message", "detail"}` with the status its code maps to."""
+
+    async def registry_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RegistryError)
+        status = HTTP_STATUS.get(exc.code, 500)
+        if status >= 500:
+            log.error("%s %s: %s", request.method, request.url.path, exc.message, exc_info=exc)
+        return error_response(status, exc.code, exc.message, exc.detail)
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        where = " ".join(str(p) for p in first.get("loc", ()))
+        message = f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+            for e in errors
+        ]
+        return error_response(422, "invalid_request", message + more, detail)
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        code = codes.get(exc.status_code, "http_error")
+        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 404:
+            message = f"no route {request.method} {request.url.path}"
+        response = error_response(exc.status_code, code, message)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        incident = uuid.uuid4().hex[:12]
+        log.exception("unhandled error %s on %s %s", incident, request.method, request.url.path)
+        return error_response(
+            500, "internal_error", f"internal error {incident}; see the registry log", None
+        )
+
+    app.add_exception_handler(RegistryError, registry_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)

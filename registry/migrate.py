@@ -1,0 +1,55 @@
+"""Apply, revert and inspect the Alembic migrations programmatically.
+
+The migrations ship inside the package (`migrations/`), so an installed Berth can upgrade its
+database without a checkout or an `alembic.ini`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+import migrations
+from registry.db import Database, translate_errors
+
+
+def alembic_config(database: Database) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    config.set_main_option(
+        "sqlalchemy.url", database.url.render_as_string(hide_password=False).replace("%", "%%")
+    )
+    return config
+
+
+def upgrade(database: Database, revision: str = "head") -> None:
+    """Bring the schema up to `revision` (default: the newest)."""
+    _run(database, "upgrade", revision)
+
+
+def downgrade(database: Database, revision: str = "base") -> None:
+    _run(database, "downgrade", revision)
+
+
+def _run(database: Database, direction: str, revision: str) -> None:
+    config = alembic_config(database)
+    with translate_errors(), database.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        getattr(command, direction)(config, revision)
+
+
+def current_revision(database: Database) -> str | None:
+    with translate_errors(), database.engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision(database: Database) -> str | None:
+    return ScriptDirectory.from_config(alembic_config(database)).get_current_head()
+
+
+def is_up_to_date(database: Database) -> bool:
+    return current_revision(database) == head_revision(database)
