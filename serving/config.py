@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 from pathlib import Path
@@ -15,9 +16,14 @@ from registry.schemas import NAME_PATTERN
 MiB = 1024 * 1024
 
 
+REPLICA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+"""What the registry accepts in `PUT /replicas/{replica_id}`."""
+
+
 def default_replica_id() -> str:
     """An id unique per process: replicas on one host, or one restarted, never share it."""
-    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()).strip("-.") or "serving"
+    return f"{host[:100]}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 class ServingSettings(BaseSettings):
@@ -45,7 +51,7 @@ class ServingSettings(BaseSettings):
         description="How many versions loaded for pinned requests only (behind no alias) stay "
         "in memory; the least recently used beyond this are dropped.",
     )
-    replica_id: str = Field(default_factory=default_replica_id, min_length=1, max_length=200)
+    replica_id: str = Field(default_factory=default_replica_id, pattern=REPLICA_ID_PATTERN)
     heartbeat_seconds: float = Field(
         default=3.0, gt=0, description="Interval of the replica report; also sent after each swap."
     )
