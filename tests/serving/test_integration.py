@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,19 @@ class Replica:
         found: dict[str, Any] = client.get(self.url + "/status").json()
         return found
 
+    def ready(self, client: httpx.Client) -> bool:
+        return client.get(self.url + "/readyz").status_code == 200
+
+    def failures(self, client: httpx.Client) -> list[dict[str, Any]]:
+        failures: list[dict[str, Any]] = self.status(client)["failures"]
+        return failures
+
+    def disconnected(self, client: httpx.Client) -> bool:
+        return not self.status(client)["feed"]["connected"]
+
+    def serves(self, client: httpx.Client, version: int) -> bool:
+        return self.version(client) == version
+
 
 @pytest.fixture
 def start_replicas(registry: Registry, tmp_path: Path) -> Iterator[Callable[[int], list[Replica]]]:
@@ -168,7 +182,7 @@ def start_replicas(registry: Registry, tmp_path: Path) -> Iterator[Callable[[int
 
     def start(count: int) -> list[Replica]:
         replicas = []
-        for i in range(count):
+        for _ in range(count):
             replica_id = f"replica-{len(started)}"
             process = Process(
                 ["serving"],
@@ -188,9 +202,7 @@ def start_replicas(registry: Registry, tmp_path: Path) -> Iterator[Callable[[int
             replica.process.start(timeout=60)
         with httpx.Client(timeout=10) as client:
             for replica in replicas:
-                eventually(
-                    lambda r=replica: client.get(r.url + "/readyz").status_code == 200, within=30
-                )
+                eventually(partial(replica.ready, client), within=30)
         return replicas
 
     yield start
@@ -326,7 +338,7 @@ def test_a_broken_version_never_takes_effect_on_serving(
             revision = promote(api, bad)
             with httpx.Client(timeout=10) as client:
                 for replica in replicas:
-                    failures = eventually(lambda r=replica: r.status(client)["failures"], within=30)
+                    failures = eventually(partial(replica.failures, client), within=30)
                     assert [(f["version"], f["stage"]) for f in failures] == [(bad, stage)]
             rollout = api.get(
                 "/models/churn/aliases/production/rollout",
@@ -361,7 +373,7 @@ def test_registry_outage_serving_answers_then_catches_up_on_a_change_it_was_not_
         time.sleep(0.3)
         registry.stop()
         for replica in replicas:
-            eventually(lambda r=replica: not r.status(client)["feed"]["connected"], within=30)
+            eventually(partial(replica.disconnected, client), within=30)
         before = load.answers()
         time.sleep(1.0)
         assert sum(load.answers().values()) > sum(before.values()), "serving stopped answering"
@@ -380,7 +392,7 @@ def test_registry_outage_serving_answers_then_catches_up_on_a_change_it_was_not_
 
         registry.start()
         for replica in replicas:
-            eventually(lambda r=replica: r.version(client) == 2, within=30)
+            eventually(partial(replica.serves, client, 2), within=30)
             status = replica.status(client)
             assert status["feed"]["connected"]
             assert status["feed"]["position"] == 2
