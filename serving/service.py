@@ -71,12 +71,16 @@ def _numpy_default(value: Any) -> Any:
 def encode(result: Any) -> bytes:
     """One model output → JSON. NaN and infinities become null: JSON has no spelling for them."""
     array = np.asarray(result)
-    if array.dtype.kind == "f":
-        finite = np.isfinite(array)
-        if not finite.all():
+    kind = array.dtype.kind
+    if kind in "biuf":
+        # Plain numbers: the C encoder with no `default` hook is the fast path. Non-finite
+        # values show as NaN/Infinity tokens, which no finite float's repr contains.
+        text = json.dumps(array.tolist())
+        if kind == "f" and ("NaN" in text or "Infinity" in text):
             boxed = array.astype(object)
-            boxed[~finite] = None
-            return json.dumps(boxed.tolist(), default=_numpy_default).encode()
+            boxed[~np.isfinite(array)] = None
+            text = json.dumps(boxed.tolist())
+        return text.encode()
     return json.dumps(array.tolist(), default=_numpy_default).encode()
 
 
