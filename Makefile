@@ -30,7 +30,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 # Every first-party package that exists; a package added later is checked without editing this.
-PACKAGES := $(wildcard registry serving berth safety migrations)
+PACKAGES := $(patsubst %/__init__.py,%,$(wildcard $(addsuffix /__init__.py,registry serving berth safety migrations)))
 
 typecheck: $(STAMP)
 	$(BIN)/mypy $(PACKAGES)
