@@ -30,7 +30,7 @@ from tests.fixtures.factories import random_bytes, sha256, upload_ok
 from tests.fixtures.servers import REPO_ROOT, free_port
 from tests.fixtures.storage_state import blob_keys, leftovers, raw_objects, referenced_digests
 
-GRACE = 3.0
+GRACE = 4.0
 """Seconds. Long enough that an S3 object made just before gc (LastModified is truncated to the
 second) still counts as young, short enough to wait out."""
 
