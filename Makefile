@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format typecheck pytest clean
+.PHONY: run test lint format typecheck pytest clean bench-upload bench-upload
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ PACKAGES := $(patsubst %/__init__.py,%,$(wildcard $(addsuffix /__init__.py,regis
 
 typecheck: $(STAMP)
 	$(BIN)/mypy $(PACKAGES)
+
+# Not part of `make test`: needs the Postgres server at BERTH_TEST_DATABASE_URL and ~1 GB of RAM.
+bench-upload: $(STAMP)
+	$(BIN)/python bench/upload_memory.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
