@@ -11,6 +11,7 @@ import asyncio
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 
 import psycopg
@@ -105,7 +106,7 @@ class FeedWatcher:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=self._poll + 5)
+        self._thread.join(timeout=10)
 
     def _run(self) -> None:
         backoff = 0.5
@@ -136,8 +137,12 @@ class FeedWatcher:
             # Read the counter after LISTEN: a change committed in between is then seen by one or
             # the other, never by neither.
             self._poll_once()
+            next_poll = time.monotonic() + self._poll
             while not self._stop.is_set():
-                for notify in conn.notifies(timeout=self._poll):
+                # Short slices so stop() is prompt; the counter is polled once per interval.
+                for notify in conn.notifies(timeout=min(self._poll, 0.5)):
                     if notify.payload.isdigit():
                         self._signal.advance(int(notify.payload))
-                self._poll_once()
+                if time.monotonic() >= next_poll:
+                    self._poll_once()
+                    next_poll = time.monotonic() + self._poll

@@ -50,8 +50,9 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-JSONType = JSON().with_variant(JSONB(), "postgresql")
-"""JSONB on Postgres (indexable, compact), plain JSON text on SQLite."""
+JSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+"""JSONB on Postgres, JSON text on SQLite. Python None is SQL NULL (not JSON `null`), so
+`IS NULL` filters mean what they say."""
 
 
 def utcnow() -> datetime:

@@ -31,9 +31,13 @@ def _dialect(session: Session) -> str:
     return session.get_bind().dialect.name
 
 
-def _upsert(session: Session, table: Any) -> Any:
-    """An INSERT that can say ON CONFLICT, in the session's dialect."""
-    return (postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert)(table)
+def _upsert(session: Session, entity: Any) -> Any:
+    """A Core INSERT that can say ON CONFLICT, in the session's dialect.
+
+    Core, not ORM-enabled: ORM bulk inserts do not report what ON CONFLICT did.
+    """
+    insert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
+    return insert(entity.__table__)
 
 
 # --- models ---------------------------------------------------------------------------------
@@ -67,9 +71,9 @@ def insert_model(
             updated_at=now,
         )
         .on_conflict_do_nothing(index_elements=["name"])
+        .returning(Model.__table__.c.id)
     )
-    result: CursorResult[Any] = session.execute(stmt)  # type: ignore[assignment]
-    return bool(result.rowcount)
+    return session.execute(stmt).scalar_one_or_none() is not None
 
 
 def list_models(

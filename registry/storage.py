@@ -417,8 +417,15 @@ class S3Store(ArtifactStore):
                 self.client.delete_object(Bucket=self.bucket, Key=key)
 
     def check(self) -> None:
-        with _s3_errors(f"reach bucket {self.bucket!r}"):
-            self.client.head_bucket(Bucket=self.bucket)
+        try:
+            with _s3_errors(f"reach bucket {self.bucket!r}"):
+                self.client.head_bucket(Bucket=self.bucket)
+        except ArtifactMissing as exc:
+            # A HEAD answer has no body, so a missing bucket arrives as a bare 404, which reads
+            # like a missing object; for the store as a whole it means the store is unusable.
+            raise StorageUnavailable(
+                f"bucket {self.bucket!r} does not exist", detail={"store_error": "NoSuchBucket"}
+            ) from exc
 
 
 class _S3Upload(Upload):

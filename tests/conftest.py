@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,7 @@ class RunningRegistry:
     app: FastAPI
     api: httpx.Client
     """A client for `/api/v1`."""
+    _clients: list[httpx.Client] = field(default_factory=list)
 
     @property
     def db(self) -> Database:
@@ -90,8 +91,11 @@ class RunningRegistry:
         return store
 
     def client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
+        """Another `/api/v1` client, closed with the registry."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url + "/api/v1", headers=headers, timeout=30, **kwargs)
+        client = httpx.Client(base_url=self.url + "/api/v1", headers=headers, timeout=30, **kwargs)
+        self._clients.append(client)
+        return client
 
 
 def run_registry(settings: RegistrySettings) -> Iterator[RunningRegistry]:
@@ -100,7 +104,12 @@ def run_registry(settings: RegistrySettings) -> Iterator[RunningRegistry]:
         LiveServer(app) as server,
         httpx.Client(base_url=server.url + "/api/v1", timeout=30) as api,
     ):
-        yield RunningRegistry(server.url, app, api)
+        running = RunningRegistry(server.url, app, api)
+        try:
+            yield running
+        finally:
+            for client in running._clients:
+                client.close()
 
 
 @pytest.fixture

@@ -1,0 +1,168 @@
+"""Tokens and roles: deny by default, least privilege, scoped tokens, revocation, audit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.dependencies.models import Dependant
+
+from registry import auth
+from registry.config import RegistrySettings
+from registry.main import InsecureBinding, check_binding, create_app
+from registry.schemas import Role, TokenCreate
+from tests.conftest import Backend, RunningRegistry, make_settings, run_registry
+from tests.fixtures.factories import promote, random_bytes, upload
+from tests.fixtures.routes import api_routes
+from tests.registry.test_models_api import assert_error
+
+
+@pytest.fixture
+def secured(backend: Backend, tmp_path: Path) -> Iterator[RunningRegistry]:
+    yield from run_registry(make_settings(backend, tmp_path, auth=True))
+
+
+def make_token(
+    registry: RunningRegistry,
+    role: Role,
+    *,
+    name: str | None = None,
+    models: list[str] | None = None,
+) -> str:
+    with registry.db.transaction() as session:
+        _, secret = auth.create_token(
+            session,
+            TokenCreate(name=name or role.value, role=role, models=models),
+            created_by="test",
+        )
+    return secret
+
+
+def test_no_token_is_401_with_a_bearer_challenge(secured: RunningRegistry) -> None:
+    response = secured.api.get("/models")
+    assert_error(response, 401, "unauthenticated")
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert_error(secured.client("berth_not-a-real-token").get("/models"), 401, "unauthenticated")
+
+
+def test_health_is_public(secured: RunningRegistry) -> None:
+    assert httpx.get(secured.url + "/healthz").status_code == 200
+
+
+def test_roles_are_ordered_reader_publisher_admin(secured: RunningRegistry) -> None:
+    reader = secured.client(make_token(secured, Role.reader))
+    publisher = secured.client(make_token(secured, Role.publisher))
+    admin = secured.client(make_token(secured, Role.admin))
+
+    assert_error(upload(reader, "churn"), 403, "forbidden")
+    assert upload(publisher, "churn").status_code == 201
+    assert reader.get("/models/churn/versions/1").status_code == 200
+
+    assert_error(promote(reader, "churn", 1), 403, "forbidden")
+    assert promote(publisher, "churn", 1).status_code == 200
+
+    upload(publisher, "churn")
+    promote(publisher, "churn", 2)
+    assert_error(publisher.post("/models/churn/versions/1/archive"), 403, "forbidden")
+    assert admin.post("/models/churn/versions/1/archive").status_code == 200
+
+    assert_error(publisher.post("/tokens", json={"name": "x", "role": "reader"}), 403, "forbidden")
+    assert_error(publisher.post("/gc"), 403, "forbidden")
+    assert admin.post("/gc", params={"dry_run": True}).status_code == 200
+
+
+def test_a_scoped_token_reaches_only_its_models(secured: RunningRegistry) -> None:
+    scoped = secured.client(make_token(secured, Role.publisher, models=["churn"]))
+    assert upload(scoped, "churn").status_code == 201
+    body = assert_error(upload(scoped, "fraud"), 403, "forbidden")
+    assert "fraud" in str(body["message"])
+
+
+def test_tokens_are_shown_once_stored_hashed_and_revocable(secured: RunningRegistry) -> None:
+    admin = secured.client(make_token(secured, Role.admin))
+    created = admin.post("/tokens", json={"name": "ci", "role": "publisher"})
+    assert created.status_code == 201
+    secret = created.json()["token"]
+    assert secret.startswith("berth_")
+    listed = admin.get("/tokens").json()
+    assert all("token" not in t for t in listed)
+    with secured.db.engine.connect() as conn:
+        stored = [row[0] for row in conn.exec_driver_sql("SELECT secret_hash FROM tokens")]
+    assert secret not in stored
+    assert auth.hash_secret(secret) in stored
+
+    ci = secured.client(secret)
+    assert ci.get("/models").status_code == 200
+    revoked = admin.delete(f"/tokens/{created.json()['id']}")
+    assert revoked.json()["revoked_at"] is not None
+    assert_error(ci.get("/models"), 401, "unauthenticated")
+
+
+def test_the_audit_trail_names_the_token(secured: RunningRegistry) -> None:
+    publisher_secret = make_token(secured, Role.publisher, name="release-bot")
+    publisher = secured.client(publisher_secret)
+    upload(publisher, "churn", random_bytes())
+    events = publisher.get("/audit", params={"model": "churn"}).json()["items"]
+    assert [e["action"] for e in events] == ["version.create", "model.create"]
+    assert {e["actor"] for e in events} == {
+        f"token:{auth.authenticate(secured.db, publisher_secret).token_id}:release-bot"
+    }
+
+
+def _permissions(dependant: Dependant) -> set[str]:
+    found = set()
+    if (permission := getattr(dependant.call, auth.PERMISSION_ATTRIBUTE, None)) is not None:
+        found.add(permission)
+    for sub in dependant.dependencies:
+        found |= _permissions(sub)
+    return found
+
+
+def test_every_route_declares_exactly_one_permission(tmp_path: Path) -> None:
+    """Deny by default: a route added without `Reader`/`Publisher`/`Admin`/`Public` fails here."""
+    app = create_app(RegistrySettings(data_dir=tmp_path))
+    routes = list(api_routes(app.routes))
+    assert len(routes) > 20
+    undeclared = []
+    for route in routes:
+        permissions = _permissions(route.dependant)
+        if len(permissions) != 1:
+            undeclared.append((sorted(route.methods), route.path, sorted(permissions)))
+    assert undeclared == []
+
+
+def test_mutating_routes_need_more_than_reader(tmp_path: Path) -> None:
+    app = create_app(RegistrySettings(data_dir=tmp_path))
+    readers_may_mutate = {("PUT", "/api/v1/replicas/{replica_id}")}  # heartbeats only report
+    for route in api_routes(app.routes):
+        for method in route.methods - {"GET", "HEAD"}:
+            permissions = _permissions(route.dependant)
+            if (method, route.path) in readers_may_mutate:
+                continue
+            assert permissions <= {"publisher", "admin"}, (method, route.path, permissions)
+
+
+@pytest.mark.parametrize(
+    ("host", "overrides", "allowed"),
+    [
+        ("127.0.0.1", {"auth": False}, True),
+        ("::1", {"auth": False}, True),
+        ("localhost", {"auth": False}, True),
+        ("0.0.0.0", {"auth": False}, False),
+        ("10.1.2.3", {"auth": False}, False),
+        ("0.0.0.0", {"auth": False, "allow_insecure": True}, True),
+        ("0.0.0.0", {"auth": True}, True),
+    ],
+)
+def test_no_unauthenticated_registry_beyond_loopback(
+    host: str, overrides: dict[str, Any], allowed: bool
+) -> None:
+    settings = RegistrySettings(**overrides)
+    if allowed:
+        check_binding(settings, host)
+    else:
+        with pytest.raises(InsecureBinding, match="BERTH_ALLOW_INSECURE"):
+            check_binding(settings, host)

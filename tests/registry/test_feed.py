@@ -1,0 +1,145 @@
+"""The change feed: snapshot, ordered changes, long-poll wake-ups from every source."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Backend, RunningRegistry, make_settings, run_registry
+from tests.fixtures.factories import promote, upload_ok
+
+
+def seed(api: httpx.Client, model: str = "churn", versions: int = 2) -> None:
+    for _ in range(versions):
+        upload_ok(api, model)
+
+
+def test_routing_snapshot_lists_live_aliases_and_the_position(api: httpx.Client) -> None:
+    seed(api)
+    promote(api, "churn", 1)
+    promote(api, "churn", 2, alias="staging")
+    api.put("/models/churn/aliases/canary", json={"variants": [{"version": 1, "weight": 1}]})
+    api.delete("/models/churn/aliases/canary")
+    snapshot = api.get("/routing").json()
+    assert snapshot["position"] == 4
+    entries = {(a["model"], a["alias"]): a for a in snapshot["aliases"]}
+    assert set(entries) == {("churn", "production"), ("churn", "staging")}
+    assert entries[("churn", "staging")]["variants"] == [{"version": 2, "weight": 100}]
+    assert entries[("churn", "production")]["revision"] == 1
+
+
+def test_changes_come_in_order_from_any_position(api: httpx.Client) -> None:
+    seed(api)
+    for version in (1, 2, 1):
+        promote(api, "churn", version)
+    api.delete("/models/churn/aliases/production")
+    everything = api.get("/changes", params={"after": 0}).json()
+    assert [c["seq"] for c in everything["changes"]] == [1, 2, 3, 4]
+    assert everything["position"] == 4
+    assert everything["changes"][-1]["deleted"] is True
+    assert [c["revision"] for c in everything["changes"]] == [1, 2, 3, 4]
+    tail = api.get("/changes", params={"after": 2, "limit": 1}).json()
+    assert [c["seq"] for c in tail["changes"]] == [3]
+    assert tail["position"] == 3
+    empty = api.get("/changes", params={"after": 4}).json()
+    assert empty == {"changes": [], "position": 4}
+
+
+def long_poll(url: str, after: int, wait: float, out: dict[str, Any]) -> None:
+    started = time.monotonic()
+    body = httpx.get(
+        f"{url}/api/v1/changes", params={"after": after, "wait": wait}, timeout=wait + 10
+    ).json()
+    out["elapsed"] = time.monotonic() - started
+    out["body"] = body
+
+
+def start_long_poll(url: str, after: int, wait: float) -> tuple[threading.Thread, dict[str, Any]]:
+    out: dict[str, Any] = {}
+    thread = threading.Thread(target=long_poll, args=(url, after, wait, out))
+    thread.start()
+    time.sleep(0.3)  # let it park on the server
+    return thread, out
+
+
+def test_a_long_poll_returns_empty_when_nothing_happens(registry: RunningRegistry) -> None:
+    thread, out = start_long_poll(registry.url, 0, 1.0)
+    thread.join()
+    assert out["body"] == {"changes": [], "position": 0}
+    assert out["elapsed"] >= 0.9
+
+
+def test_a_commit_in_this_process_wakes_a_waiter_at_once(registry: RunningRegistry) -> None:
+    seed(registry.api)
+    thread, out = start_long_poll(registry.url, 0, 20)
+    promote(registry.api, "churn", 1)
+    thread.join(timeout=25)
+    assert [c["seq"] for c in out["body"]["changes"]] == [1]
+    assert out["elapsed"] < 5, "woken by the commit, not by the 20 s timeout"
+
+
+@pytest.fixture
+def two_registries_without_polling(
+    postgres_backend: Backend, tmp_path: Path
+) -> Iterator[tuple[RunningRegistry, RunningRegistry]]:
+    # A 60 s poll: within the test's bounds only a NOTIFY can wake the other process's waiters.
+    settings = make_settings(postgres_backend, tmp_path, feed_poll_seconds=60)
+    for first in run_registry(settings):
+        for second in run_registry(settings):
+            yield first, second
+
+
+def test_notify_wakes_waiters_of_another_registry_process(
+    two_registries_without_polling: tuple[RunningRegistry, RunningRegistry],
+) -> None:
+    waiter_side, writer_side = two_registries_without_polling
+    seed(writer_side.api)
+    time.sleep(0.5)  # both watchers are LISTENing
+    thread, out = start_long_poll(waiter_side.url, 0, 30)
+    promote(writer_side.api, "churn", 1)
+    thread.join(timeout=35)
+    assert [c["seq"] for c in out["body"]["changes"]] == [1]
+    assert out["elapsed"] < 5, "woken by NOTIFY, not by the 60 s poll or the 30 s timeout"
+
+
+def test_polling_catches_changes_from_another_process_on_sqlite(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    backend = Backend("sqlite+file", sqlite_url, (tmp_path / "artifacts").as_uri())
+    settings = make_settings(backend, tmp_path, feed_poll_seconds=0.3)
+    for waiter_side in run_registry(settings):
+        for writer_side in run_registry(settings):
+            seed(writer_side.api)
+            thread, out = start_long_poll(waiter_side.url, 0, 20)
+            promote(writer_side.api, "churn", 1)
+            thread.join(timeout=25)
+            assert [c["seq"] for c in out["body"]["changes"]] == [1]
+            assert out["elapsed"] < 3, "caught by the 0.3 s poll"
+
+
+def test_waiting_requests_hold_no_worker_thread(registry: RunningRegistry) -> None:
+    # More parked long-polls than the worker thread pool has threads (40 by default).
+    outs: list[dict[str, Any]] = []
+    threads = []
+    for _ in range(60):
+        out: dict[str, Any] = {}
+        thread = threading.Thread(target=long_poll, args=(registry.url, 0, 8, out))
+        thread.start()
+        threads.append(thread)
+        outs.append(out)
+    time.sleep(1.0)
+    started = time.monotonic()
+    response = registry.api.get("/models")
+    assert response.status_code == 200
+    assert time.monotonic() - started < 2, "a sync handler still found a free worker thread"
+    seed(registry.api)
+    promote(registry.api, "churn", 1)
+    for thread in threads:
+        thread.join(timeout=15)
+    assert all(o["body"]["changes"][0]["seq"] == 1 for o in outs)
