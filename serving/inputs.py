@@ -244,7 +244,7 @@ def _count(row: Any) -> int | str:
     return len(row) if isinstance(row, list) else json_type(row)
 
 
-def _untyped_rows(rows: Sequence[Any]) -> np.ndarray[Any, Any]:
+def untyped_rows(rows: Sequence[Any]) -> np.ndarray[Any, Any]:
     """Rows for a version stored without a signature: only the shape can be checked."""
     for i, row in enumerate(rows):
         if type(row) is not list:
@@ -307,7 +307,7 @@ def to_array(key: str, value: Any, schema: InputSchema | None) -> np.ndarray[Any
                 "use 'input'",
                 detail={"key": key},
             )
-        return schema.rows(items) if schema is not None else _untyped_rows(items)
+        return schema.rows(items) if schema is not None else untyped_rows(items)
     if key == "input":
         if type(value) is dict:
             if schema is None:
@@ -315,7 +315,7 @@ def to_array(key: str, value: Any, schema: InputSchema | None) -> np.ndarray[Any
             return schema.records([value])
         if type(value) is not list:
             raise InvalidInput(f"'input' must be one row (an array), got {json_type(value)}")
-        return schema.rows([value]) if schema is not None else _untyped_rows([value])
+        return schema.rows([value]) if schema is not None else untyped_rows([value])
     if key == "dataframe_records":
         items = _items(key, value)
         if schema is None:
@@ -327,11 +327,11 @@ def to_array(key: str, value: Any, schema: InputSchema | None) -> np.ndarray[Any
     data = _items("dataframe_split.data", value.get("data"))
     columns = value.get("columns")
     if columns is None:
-        return schema.rows(data) if schema is not None else _untyped_rows(data)
+        return schema.rows(data) if schema is not None else untyped_rows(data)
     if type(columns) is not list:
         raise InvalidInput("'dataframe_split.columns' must be an array of names")
     if schema is None:
-        return _untyped_rows(data)
+        return untyped_rows(data)
     return schema.columns(columns, data)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from registry.schemas import Example, VersionOut
 from serving.errors import LoadFailed, LoadStage, NotFound, RegistryUnavailable, ServingError
-from serving.inputs import OUTPUT_METHODS, InputSchema, _untyped_rows
+from serving.inputs import OUTPUT_METHODS, InputSchema, untyped_rows
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def outputs_match(actual: Any, expected: list[Any], *, rtol: float, atol: float)
 
 
 def _example_inputs(example: Example, schema: InputSchema | None) -> np.ndarray[Any, Any]:
-    return schema.rows(example.inputs) if schema is not None else _untyped_rows(example.inputs)
+    return schema.rows(example.inputs) if schema is not None else untyped_rows(example.inputs)
 
 
 def _time_one_row(method: Method, row: np.ndarray[Any, Any]) -> float:
@@ -173,6 +173,8 @@ class LoaderOptions:
     inline_max_seconds: float = 0.001
     max_artifact_bytes: int = 64 * 1024**3
     timeout_seconds: float = 300.0
+    concurrency: int = 2
+    """Loads at once: each holds an artifact on disk and a model being built in memory."""
 
 
 class Loader:
@@ -196,11 +198,12 @@ class Loader:
         self._load = load
         self._on_loaded = on_loaded
         self._on_failure = on_failure
+        self._slots = asyncio.Semaphore(options.concurrency)
 
     async def load(self, name: str, version: int) -> LoadedModel:
         try:
             try:
-                async with asyncio.timeout(self._options.timeout_seconds):
+                async with self._slots, asyncio.timeout(self._options.timeout_seconds):
                     loaded = await self._load_verified(name, version)
             except TimeoutError as exc:
                 raise LoadFailed(

@@ -51,6 +51,7 @@ class Runtime:
                 download_dir=settings.download_dir,
                 inline_max_seconds=settings.inline_predict_max_seconds,
                 timeout_seconds=settings.load_timeout_seconds,
+                concurrency=settings.load_concurrency,
             ),
             on_loaded=self._loaded,
             on_failure=self._failed,

@@ -38,44 +38,6 @@ pytestmark = pytest.mark.slow
 FEED_POLL_SECONDS = 1.0
 
 
-class Process(ServiceProcess):
-    """`ServiceProcess` whose log file is closed when the process stops.
-
-    (The shared fixture leaves its handle open, which warnings-as-errors turns into a failure.)
-    """
-
-    def start(self, timeout: float = 30) -> Process:
-        log_path, self.log_path = self.log_path, None
-        self._log = log_path.open("ab") if log_path else None
-        self.process = subprocess.Popen(
-            self.args,
-            env=self.env,
-            cwd=REPO_ROOT,
-            stdout=self._log or subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=1) as client:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    self.stop()
-                    raise RuntimeError(f"{self.args} exited with {self.process.returncode}")
-                try:
-                    if client.get(self.url + self.health_path).status_code == 200:
-                        return self
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.05)
-        self.stop()
-        raise TimeoutError(f"{self.args} did not become healthy within {timeout} s")
-
-    def stop(self) -> None:
-        super().stop()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-
 def rollout_deadline(backend: Backend) -> float:
     """The issue's bound: 1 s on Postgres; on SQLite the feed's poll interval plus 1 s."""
     return 1.0 if backend.is_postgres else FEED_POLL_SECONDS + 1.0
@@ -89,14 +51,14 @@ class Registry:
     env: dict[str, str]
     log: Path
     port: int = field(default_factory=free_port)
-    process: Process | None = None
+    process: ServiceProcess | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.process = Process(
+        self.process = ServiceProcess(
             ["registry", "serve"], env=self.env, port=self.port, log_path=self.log
         ).start()
 
@@ -108,7 +70,6 @@ class Registry:
     def kill(self) -> None:
         if self.process is not None:
             self.process.kill()
-            self.process.stop()  # closes the log
 
     def api(self) -> httpx.Client:
         return httpx.Client(base_url=self.url + "/api/v1", timeout=30)
@@ -143,7 +104,7 @@ def registry(backend: Backend, tmp_path: Path) -> Iterator[Registry]:
 @dataclass
 class Replica:
     replica_id: str
-    process: Process
+    process: ServiceProcess
 
     @property
     def url(self) -> str:
@@ -178,13 +139,13 @@ class Replica:
 
 @pytest.fixture
 def start_replicas(registry: Registry, tmp_path: Path) -> Iterator[Callable[[int], list[Replica]]]:
-    started: list[Process] = []
+    started: list[ServiceProcess] = []
 
     def start(count: int) -> list[Replica]:
         replicas = []
         for _ in range(count):
             replica_id = f"replica-{len(started)}"
-            process = Process(
+            process = ServiceProcess(
                 ["serving"],
                 env={
                     "BERTH_REGISTRY_URL": registry.url,
