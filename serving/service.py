@@ -21,6 +21,7 @@ from registry.schemas import NAME_PATTERN
 from serving.cache import ModelCache
 from serving.errors import (
     AliasNotFound,
+    LoadFailed,
     MalformedBody,
     ModelNotFound,
     ModelUnavailable,
@@ -145,13 +146,19 @@ class PredictService:
                 live = results[outputs.index("predict")] if "predict" in outputs else None
                 self._shadower.submit(alias, inputs, live, route.shadows)
         except ServingError as exc:
-            self._metrics.error(name, model.version if model else None, alias, exc.code)
+            if model is not None or (name, alias) in self._router.pending:
+                self._metrics.error(name, model.version if model else None, alias, exc.code)
+            else:
+                # Names from the URL that match nothing stay out of the labels: anyone could
+                # otherwise mint a new time series per request.
+                self._metrics.error("", None, "", exc.code)
             raise
         return self._answer(model, alias, outputs, results, started)
 
     async def predict_version(self, name: str, version: int, body: bytes) -> Answer:
         """Answer from a pinned version, loading it on first use (one load for concurrent ones)."""
         started = time.perf_counter()
+        model: LoadedModel | None = None
         try:
             model = self._cache.get(name, version)
             if model is None:
@@ -163,7 +170,10 @@ class PredictService:
             inputs, outputs = parse_body(_parse_json(body), model.schema)
             results = await self._call(model, inputs, outputs)
         except ServingError as exc:
-            self._metrics.error(name, version, None, exc.code)
+            if model is not None or (isinstance(exc, LoadFailed) and not exc.transient):
+                self._metrics.error(name, version, None, exc.code)
+            else:
+                self._metrics.error("", None, "", exc.code)
             raise
         return self._answer(model, None, outputs, results, started)
 

@@ -123,6 +123,15 @@ def test_unknown_model_version_and_alias_are_404_naming_them(
             "message": message,
             "detail": response.json()["detail"],
         }
+    # Names that match nothing never become metric labels (one new series per request).
+    metrics = client.get("/metrics").text
+    assert 'model_name="nope"' not in metrics
+    assert 'model_name="NOPE"' not in metrics
+    assert 'alias="canary"' not in metrics
+    assert (
+        'berth_serving_request_errors_total{alias="",error="alias_not_found",model_name="",'
+        'model_version=""} 2.0'
+    ) in metrics
     # A path that is not a route at all answers in the same shape.
     missing = client.get("/nothing/here")
     assert missing.status_code == 404
