@@ -110,11 +110,14 @@ class Replica:
     def url(self) -> str:
         return self.process.url
 
-    def predict(self, client: httpx.Client) -> httpx.Response:
-        return client.post(self.url + "/models/churn/predict", json={"inputs": [row()]})
+    def predict(self, client: httpx.Client, routing_key: str | None = None) -> httpx.Response:
+        headers = {"X-Routing-Key": routing_key} if routing_key else {}
+        return client.post(
+            self.url + "/models/churn/predict", json={"inputs": [row()]}, headers=headers
+        )
 
-    def version(self, client: httpx.Client) -> int:
-        response = self.predict(client)
+    def version(self, client: httpx.Client, routing_key: str | None = None) -> int:
+        response = self.predict(client, routing_key)
         assert response.status_code == 200, response.text
         version: int = response.json()["version"]
         return version
@@ -270,7 +273,26 @@ def test_promotion_and_rollback_reach_every_replica_with_zero_failed_requests(
             rolled_back = time.monotonic()
             took = switch_times(replicas, 1, rolled_back, deadline)
             assert max(took) <= deadline, f"the rollback reached the replicas after {took} s"
-            time.sleep(0.5)
+
+            # A 90/10 split: every replica sends each routing key to the same version.
+            response = api.put(
+                "/models/churn/aliases/production",
+                json={"variants": [{"version": 1, "weight": 90}, {"version": 2, "weight": 10}]},
+            )
+            assert response.status_code == 200, response.text
+            split = api.get(
+                "/models/churn/aliases/production/rollout",
+                params={"revision": response.json()["revision"], "wait": 10},
+            ).json()
+            assert split["converged"], split
+            keys = [f"user-{i}" for i in range(2000)]
+            with httpx.Client(timeout=10) as client:
+                routed = [
+                    [replica.version(client, routing_key=key) for key in keys]
+                    for replica in replicas
+                ]
+            assert all(answers == routed[0] for answers in routed[1:])
+            assert routed[0].count(2) / len(keys) == pytest.approx(0.10, abs=0.015)
         answers = load.answers()
     assert set(answers) <= {1, 2}, f"failed or unexpected answers: {answers}"
     assert answers[1] > 20
