@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # httpx logs every request at INFO: a long-poll and a heartbeat every few seconds would
+    # drown what serving itself says.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     app = create_app(ServingSettings())
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
 
