@@ -205,6 +205,7 @@ class Follower:
     async def sync_snapshot(self) -> None:
         """Take the routing snapshot and reconcile to it (also drops aliases it no longer has)."""
         snapshot = await self._source.routing()
+        self.connected = True
         specs = [AliasSpec.of(entry) for entry in snapshot.aliases]
         present = {spec.key for spec in specs}
         for key, known in list(self.desired.items()):
