@@ -189,13 +189,29 @@ def make_artifact(path: Path, size: int) -> str:
 BOUNDARY = "berth-bench-boundary"
 
 
-def multipart_body(path: Path) -> tuple[Iterator[bytes], int]:
-    """A multipart/form-data body streamed from disk in 1 MiB reads, and its exact length."""
+def multipart_body(path: Path, declared_sha256: str | None) -> tuple[Iterator[bytes], int]:
+    """A multipart/form-data body streamed from disk in 1 MiB reads, and its exact length.
+
+    With `declared_sha256`, a metadata part declaring the digest goes first, as `berth push`
+    sends it: the registry can then stream straight to the object's final key.
+    """
+    metadata = (
+        (
+            f"--{BOUNDARY}\r\n"
+            'Content-Disposition: form-data; name="metadata"\r\n\r\n'
+            f'{{"sha256": "{declared_sha256}"}}\r\n'
+        ).encode()
+        if declared_sha256
+        else b""
+    )
     head = (
-        f"--{BOUNDARY}\r\n"
-        'Content-Disposition: form-data; name="artifact"; filename="model.bin"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode()
+        metadata
+        + (
+            f"--{BOUNDARY}\r\n"
+            'Content-Disposition: form-data; name="artifact"; filename="model.bin"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+    )
     tail = f"\r\n--{BOUNDARY}--\r\n".encode()
 
     def chunks() -> Iterator[bytes]:
@@ -208,8 +224,10 @@ def multipart_body(path: Path) -> tuple[Iterator[bytes], int]:
     return chunks(), len(head) + path.stat().st_size + len(tail)
 
 
-def upload_through_registry(url: str, path: Path) -> tuple[dict[str, Any], float]:
-    body, length = multipart_body(path)
+def upload_through_registry(
+    url: str, path: Path, declared_sha256: str | None = None
+) -> tuple[dict[str, Any], float]:
+    body, length = multipart_body(path, declared_sha256)
     headers = {
         "Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
         "Content-Length": str(length),
@@ -241,6 +259,7 @@ class Round:
     hwm_reset: bool
     samples: int
     registry_seconds: float
+    declared_seconds: float
     direct_seconds: float
 
     @property
@@ -258,6 +277,8 @@ class Round:
             "peak_growth_mb": round(self.growth_mb, 1),
             "registry_seconds": round(self.registry_seconds, 2),
             "registry_mb_per_s": round(size / MB / self.registry_seconds, 1),
+            "declared_seconds": round(self.declared_seconds, 2),
+            "declared_mb_per_s": round(size / MB / self.declared_seconds, 1),
             "direct_seconds": round(self.direct_seconds, 2),
             "direct_mb_per_s": round(size / MB / self.direct_seconds, 1),
         }
@@ -274,9 +295,13 @@ def measure_round(
     with RssSampler(pid) as sampler:
         version, registry_seconds = upload_through_registry(upload_url, artifact)
         time.sleep(0.1)
+        print("again, declaring the digest first (as `berth push` does) ...", flush=True)
+        declared, declared_seconds = upload_through_registry(upload_url, artifact, expected)
+        time.sleep(0.1)
     hwm_after_kib = proc_status_kib(pid, "VmHWM")
-    if version["sha256"] != expected:
-        raise RuntimeError(f"registry stored {version['sha256']}, expected {expected}")
+    for stored in (version, declared):
+        if stored["sha256"] != expected:
+            raise RuntimeError(f"registry stored {stored['sha256']}, expected {expected}")
     print("uploading the same file straight to S3 with boto3 upload_file ...", flush=True)
     direct_seconds = upload_direct(endpoint, bucket, artifact)
     return Round(
@@ -286,6 +311,7 @@ def measure_round(
         hwm_reset=hwm_reset,
         samples=len(sampler.samples),
         registry_seconds=registry_seconds,
+        declared_seconds=declared_seconds,
         direct_seconds=direct_seconds,
     )
 
@@ -360,8 +386,12 @@ def main() -> int:
         # from elsewhere on the machine cannot land on only one side of the comparison.
         worst = max(rounds, key=lambda r: r.growth_mb)
         registry_mbps = statistics.median(size / MB / r.registry_seconds for r in rounds)
+        declared_mbps = statistics.median(size / MB / r.declared_seconds for r in rounds)
         direct_mbps = statistics.median(size / MB / r.direct_seconds for r in rounds)
-        ratio = registry_mbps / direct_mbps
+        # The target is judged on what Berth's own client does (declare the digest first);
+        # the plain-curl path, which pays a server-side copy, is reported beside it.
+        ratio = declared_mbps / direct_mbps
+        undeclared_ratio = registry_mbps / direct_mbps
         rss_pass = worst.growth_mb < RSS_TARGET_MB
         ratio_pass = ratio >= RATIO_TARGET
 
@@ -379,9 +409,11 @@ def main() -> int:
                 "clear_refs), minus VmRSS just before the upload; the larger, worst round",
             },
             "throughput": {
-                "registry_mb_per_s_median": round(registry_mbps, 1),
+                "registry_declared_digest_mb_per_s_median": round(declared_mbps, 1),
+                "registry_undeclared_mb_per_s_median": round(registry_mbps, 1),
                 "direct_upload_file_mb_per_s_median": round(direct_mbps, 1),
                 "ratio": round(ratio, 2),
+                "undeclared_ratio": round(undeclared_ratio, 2),
                 "target_ratio": RATIO_TARGET,
                 "pass": ratio_pass,
             },
@@ -406,7 +438,8 @@ def main() -> int:
             print(
                 f"  round {i}            RSS {r.baseline_kib / 1024:.1f} -> "
                 f"{r.peak_kib / 1024:.1f} MiB (VmHWM {r.hwm_after_kib / 1024:.1f}), "
-                f"+{r.growth_mb:.1f} MB; registry {size / MB / r.registry_seconds:.1f} MB/s, "
+                f"+{r.growth_mb:.1f} MB; registry {size / MB / r.declared_seconds:.1f} MB/s "
+                f"(undeclared {size / MB / r.registry_seconds:.1f}), "
                 f"direct {size / MB / r.direct_seconds:.1f} MB/s"
             )
         print(
@@ -414,12 +447,12 @@ def main() -> int:
             f"{'PASS' if rss_pass else 'FAIL'}"
         )
         print(
-            f"throughput (median)  registry {registry_mbps:.1f} MB/s, "
-            f"direct upload_file {direct_mbps:.1f} MB/s"
+            f"throughput (median)  registry {declared_mbps:.1f} MB/s with the digest declared, "
+            f"{registry_mbps:.1f} MB/s without; direct upload_file {direct_mbps:.1f} MB/s"
         )
         print(
-            f"ratio                {ratio:.2f}x (target >= {RATIO_TARGET}x)  "
-            f"{'PASS' if ratio_pass else 'FAIL'}"
+            f"ratio                {ratio:.2f}x declared (target >= {RATIO_TARGET}x)  "
+            f"{'PASS' if ratio_pass else 'FAIL'}; {undeclared_ratio:.2f}x undeclared"
         )
         print(f"results              {args.output}")
         return 0 if rss_pass and ratio_pass else 1

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -149,13 +150,22 @@ def test_large_uneven_writes_go_multipart_on_s3_with_the_right_bytes(s3_store_ur
     for chunk in chunks[:4]:
         upload.write(chunk)
 
-    # Mid-stream, the bytes are going out as a real multipart upload, part by part.
+    # Mid-stream, the bytes are going out as a real multipart upload, part by part (from a
+    # worker thread, so give the first part a moment to land).
     (in_progress,) = multipart_uploads(store)
     assert in_progress.startswith(f"{store.prefix}uploads/")
     mpu = raw_client().list_multipart_uploads(Bucket=store.bucket, Prefix=store.prefix)
-    parts = raw_client().list_parts(
-        Bucket=store.bucket, Key=in_progress, UploadId=mpu["Uploads"][0]["UploadId"]
-    )["Parts"]
+    deadline = time.monotonic() + 10
+    parts: list[Any] = []
+    while not parts and time.monotonic() < deadline:
+        parts = list(
+            raw_client()
+            .list_parts(
+                Bucket=store.bucket, Key=in_progress, UploadId=mpu["Uploads"][0]["UploadId"]
+            )
+            .get("Parts", [])
+        )
+        time.sleep(0.05)
     assert parts, "no part was sent although more than a part was written"
     assert all(p["Size"] >= PART for p in parts), "a non-final part is below S3's minimum"
 
@@ -397,3 +407,59 @@ def test_an_unwritable_directory_is_storage_unavailable(tmp_path: Path) -> None:
         store.check()
     with pytest.raises(StorageUnavailable):
         store.begin_upload()
+
+
+# --- uploads with a declared digest go straight to their final key (S3) ----------------------
+
+
+def _s3_store(s3_store_url: str) -> S3Store:
+    store = open_store(s3_store_url, part_size=5 * 1024 * 1024)
+    assert isinstance(store, S3Store)
+    return store
+
+
+def test_a_declared_digest_streams_straight_to_the_final_key(s3_store_url: str) -> None:
+    store = _s3_store(s3_store_url)
+    data = random_bytes(12 * 1024 * 1024 + 5)
+    upload = store.begin_upload(expected_sha256=sha256(data))
+    for chunk in uneven_chunks(data):
+        upload.write(chunk)
+    digest = upload.finish()
+    assert digest.sha256 == sha256(data)
+    # Not visible under the digest until published, and never a temporary copy.
+    assert blob_keys(store) == set()
+    assert temporary_keys(store) == set()
+    upload.publish()
+    upload.abort()  # after publish: keeps the object
+    assert blob_keys(store) == {sha256(data)}
+    assert temporary_keys(store) == set()
+    assert multipart_uploads(store) == []
+    assert read(store, sha256(data)) == data
+
+
+def test_a_wrong_declared_digest_never_becomes_visible(s3_store_url: str) -> None:
+    store = _s3_store(s3_store_url)
+    data = random_bytes(11 * 1024 * 1024)
+    claimed = sha256(b"something else")
+    upload = store.begin_upload(expected_sha256=claimed)
+    upload.write(data)
+    assert upload.finish().sha256 == sha256(data)
+    with pytest.raises(ValueError, match="does not match"):
+        upload.publish()
+    upload.abort()
+    assert blob_keys(store) == set()
+    assert multipart_uploads(store) == []
+
+
+def test_an_abandoned_direct_upload_is_pending_and_gc_can_abort_it(s3_store_url: str) -> None:
+    store = _s3_store(s3_store_url)
+    kept = random_bytes(1000)
+    put(store, kept)
+    data = random_bytes(11 * 1024 * 1024)
+    upload = store.begin_upload(expected_sha256=sha256(data))
+    upload.write(data)  # two parts sent, never finished: a crash mid-upload
+    pending = [p for p in store.list_pending() if p.direct]
+    assert [p.id for p in pending] == [sha256(data)]
+    store.delete_pending(pending[0])
+    assert multipart_uploads(store) == []
+    assert blob_keys(store) == {sha256(kept)}, "aborting a direct upload never deletes an object"
