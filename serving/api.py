@@ -6,6 +6,7 @@ Predict:
 - Body: one of `inputs` (rows, records, or `{feature: [values]}`), `instances`,
   `dataframe_split`, `dataframe_records`, `input` (one row or record); optionally
   `"outputs": ["predict", "predict_proba", "predict_log_proba", "decision_function"]`.
+  Or `Content-Type: text/csv`: a header row naming the features, then rows (as MLflow takes it).
 - Answer: `{"model", "version", "alias" (routed by alias only), "predictions"}`; `predictions`
   is the output of `predict`, and each other requested method answers under its own name, e.g.
   `"predict_proba": [[0.2, 0.8]]`, one entry per input row. Headers `X-Model-Version` and
@@ -45,6 +46,12 @@ if TYPE_CHECKING:
     from serving.main import Runtime
 
 ROUTING_KEY_HEADER = "x-routing-key"
+
+
+def is_csv(request: Request) -> bool:
+    content_type = request.headers.get("content-type")
+    return content_type is not None and content_type.startswith("text/csv")
+
 
 PREDICT_SUMMARIES = {
     "/models/{name}/predict": "Predict with the default alias (production unless configured).",
@@ -89,6 +96,7 @@ def predict_routes(service: PredictService, *, max_body_bytes: int) -> list[Rout
                 service.default_alias,
                 body,
                 request.headers.get(ROUTING_KEY_HEADER),
+                csv=is_csv(request),
             )
         except ServingError as exc:
             return error_response(exc)
@@ -102,6 +110,7 @@ def predict_routes(service: PredictService, *, max_body_bytes: int) -> list[Rout
                 request.path_params["alias"],
                 body,
                 request.headers.get(ROUTING_KEY_HEADER),
+                csv=is_csv(request),
             )
         except ServingError as exc:
             return error_response(exc)
@@ -111,7 +120,10 @@ def predict_routes(service: PredictService, *, max_body_bytes: int) -> list[Rout
         try:
             body = await read_body(request, max_body_bytes)
             answer = await service.predict_version(
-                request.path_params["name"], request.path_params["version"], body
+                request.path_params["name"],
+                request.path_params["version"],
+                body,
+                csv=is_csv(request),
             )
         except ServingError as exc:
             return error_response(exc)

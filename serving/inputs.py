@@ -7,6 +7,8 @@ loops over Python values; no pydantic model is built per request. Every refusal 
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -18,6 +20,7 @@ from serving.errors import (
     FeatureCountMismatch,
     FeatureTypeMismatch,
     InvalidInput,
+    MalformedBody,
     MissingFeatures,
     UnsupportedOutput,
 )
@@ -368,3 +371,53 @@ def parse_body(
             f"the body has none of {_names(INPUT_KEYS)}", detail={"accepted": list(INPUT_KEYS)}
         )
     return to_array(found, payload[found], schema), outputs
+
+
+# --- text/csv (MLflow's scoring server takes it: a header row naming the columns, then rows) ----
+
+_TRUE: Final = frozenset({"true", "1"})
+_FALSE: Final = frozenset({"false", "0"})
+
+
+def _from_csv(kind: str, text: str) -> Any:
+    """A CSV cell as the feature's JSON-like value; left as text when it does not convert, so
+    the signature check names the row, the feature and what was expected."""
+    try:
+        if kind == "f":
+            return None if text == "" else float(text)
+        if kind == "i" or kind == "u":
+            number = float(text)
+            return int(number) if number.is_integer() else text
+        if kind == "b":
+            lowered = text.strip().lower()
+            return True if lowered in _TRUE else False if lowered in _FALSE else text
+    except ValueError:
+        return text
+    return text
+
+
+def parse_csv(body: bytes, schema: InputSchema | None) -> np.ndarray[Any, Any]:
+    """A `text/csv` body → array: the header names the columns, matched to the signature."""
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise MalformedBody(f"the CSV body is not UTF-8: {exc}", detail={}) from exc
+    try:
+        lines = [row for row in csv.reader(io.StringIO(text)) if row]
+    except csv.Error as exc:
+        raise MalformedBody(f"the CSV body does not parse: {exc}", detail={}) from exc
+    if len(lines) < 2:
+        raise InvalidInput("a CSV body needs a header row naming the columns, then rows")
+    header, rows = lines[0], lines[1:]
+    width = len(header)
+    for i, row in enumerate(rows):
+        if len(row) != width:
+            raise FeatureCountMismatch(
+                f"CSV row {i} has {len(row)} values but the header names {width} columns",
+                detail={"row": i, "expected": width, "got": len(row)},
+            )
+    if schema is None:
+        return untyped_rows([[_from_csv("f", v) for v in row] for row in rows])
+    kinds = [schema.kinds[schema.index[c]] if c in schema.index else "s" for c in header]
+    typed = [[_from_csv(k, v) for k, v in zip(kinds, row, strict=True)] for row in rows]
+    return schema.columns(header, typed)

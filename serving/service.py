@@ -2,6 +2,11 @@
 
 It touches only memory: the routing table (one reference read per request), the model cache,
 and counters. The registry is called only to load a pinned version on its first use.
+
+Every protocol (Berth's own JSON, the Open Inference Protocol, KServe V1, MLflow's scoring
+bodies) runs through `infer_alias` / `infer_version` with its own `decode` and `encode`, so
+routing, sticky A/B keys, shadows, metrics, logs and spans are the same whatever the client
+speaks. `decode` runs once the answering version is known, because parsing needs its signature.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias, TypeVar
 
 import numpy as np
 
@@ -31,9 +36,10 @@ from serving.errors import (
     UnsupportedOutput,
     VersionNotFound,
 )
-from serving.inputs import parse_body
+from serving.inputs import DEFAULT_OUTPUTS, parse_body, parse_csv
 from serving.loader import LoadedModel
 from serving.metrics import EndpointMetrics, ServingMetrics
+from serving.observability import PredictLog, Spans
 from serving.routing import Router
 from serving.shadow import Shadower
 
@@ -53,12 +59,28 @@ class Answer:
 
 
 @dataclass(frozen=True, slots=True)
-class _Endpoint:
+class Endpoint:
     """What a (version, alias) pair reuses on every request: JSON prefix, headers, metrics."""
 
+    name: str
+    version: int
+    alias: str | None
+    """The alias that routed the request; None for a pinned version."""
     prefix: bytes
+    """The head of Berth's own JSON answer, `{"model": ..., "version": ..., "alias": ...`."""
     headers: dict[str, str]
     metrics: EndpointMetrics
+
+
+Inputs: TypeAlias = np.ndarray[Any, Any]
+P = TypeVar("P")
+T = TypeVar("T")
+
+Decode: TypeAlias = Callable[[P, LoadedModel], tuple[Inputs, tuple[str, ...]]]
+"""A protocol's request → (the 2-D input array, the output methods asked for), for one version."""
+
+Encode: TypeAlias = Callable[[P, Endpoint, tuple[str, ...], list[Any]], T]
+"""A protocol's answer from the request, what answered, the methods called and their results."""
 
 
 def _numpy_default(value: Any) -> Any:
@@ -99,6 +121,8 @@ class PredictService:
         *,
         default_alias: str,
         inline_max_rows: int,
+        log: PredictLog | None = None,
+        spans: Spans | None = None,
     ) -> None:
         self._router = router
         self._cache = cache
@@ -106,16 +130,29 @@ class PredictService:
         self._metrics = metrics
         self.default_alias = default_alias
         self._inline_max_rows = inline_max_rows
-        self._endpoints: dict[tuple[str, int, str | None], _Endpoint] = {}
+        self._log = log or PredictLog()
+        self._spans = spans or Spans(None)
+        self._endpoints: dict[tuple[str, int, str | None], Endpoint] = {}
 
-    def _endpoint(self, model: LoadedModel, alias: str | None) -> _Endpoint:
+    @property
+    def router(self) -> Router[LoadedModel]:
+        return self._router
+
+    @property
+    def cache(self) -> ModelCache:
+        return self._cache
+
+    def _endpoint(self, model: LoadedModel, alias: str | None) -> Endpoint:
         key = (model.name, model.version, alias)
         found = self._endpoints.get(key)
         if found is None or found.headers["X-Model-Sha256"] != model.sha256:
             head: dict[str, Any] = {"model": model.name, "version": model.version}
             if alias is not None:
                 head["alias"] = alias
-            found = _Endpoint(
+            found = Endpoint(
+                name=model.name,
+                version=model.version,
+                alias=alias,
                 prefix=json.dumps(head).encode()[:-1],
                 headers={"X-Model-Version": str(model.version), "X-Model-Sha256": model.sha256},
                 metrics=self._metrics.endpoint(model.name, model.version, alias),
@@ -123,77 +160,117 @@ class PredictService:
             self._endpoints[key] = found
         return found
 
+    # --- Berth's own JSON (and CSV) bodies ------------------------------------------------------
+
     async def predict_alias(
-        self, name: str, alias: str, body: bytes, routing_key: str | None
+        self, name: str, alias: str, body: bytes, routing_key: str | None, *, csv: bool = False
     ) -> Answer:
         """Answer through an alias: sticky by `routing_key` when variants split the traffic."""
+        return await self.infer_alias(
+            name,
+            alias,
+            body,
+            decode=decode_csv if csv else decode_json,
+            encode=encode_berth,
+            routing_key=routing_key,
+        )
+
+    async def predict_version(
+        self, name: str, version: int, body: bytes, *, csv: bool = False
+    ) -> Answer:
+        """Answer from a pinned version, loading it on first use (one load for concurrent ones)."""
+        return await self.infer_version(
+            name, version, body, decode=decode_csv if csv else decode_json, encode=encode_berth
+        )
+
+    # --- the core every protocol shares ---------------------------------------------------------
+
+    async def infer_alias(
+        self,
+        name: str,
+        alias: str,
+        request: P,
+        *,
+        decode: Decode[P],
+        encode: Encode[P, T],
+        routing_key: str | None,
+    ) -> T:
+        """Route through an alias, decode `request` for the version picked, predict, encode."""
         started = time.perf_counter()
         model: LoadedModel | None = None
         try:
-            route = self._router.table.get((name, alias))
-            if route is None:
-                reason = self._router.pending.get((name, alias))
-                if reason is not None:
-                    raise ModelUnavailable(
-                        f"alias '{alias}' of model '{name}' has no loaded version: {reason}",
-                        detail={"model": name, "alias": alias},
-                    )
-                raise AliasNotFound(name, alias)
-            model = route.pick(routing_key)
-            inputs, outputs = parse_body(_parse_json(body), model.schema)
+            with self._spans.start("berth.route", name, alias) as span:
+                route = self._router.table.get((name, alias))
+                if route is None:
+                    reason = self._router.pending.get((name, alias))
+                    if reason is not None:
+                        raise ModelUnavailable(
+                            f"alias '{alias}' of model '{name}' has no loaded version: {reason}",
+                            detail={"model": name, "alias": alias},
+                        )
+                    raise AliasNotFound(name, alias)
+                model = route.pick(routing_key)
+                if span is not None:
+                    span.set_attribute("berth.model_version", model.version)
+            inputs, outputs = decode(request, model)
             results = await self._call(model, inputs, outputs)
             if route.shadows:
                 live = results[outputs.index("predict")] if "predict" in outputs else None
                 self._shadower.submit(alias, inputs, live, route.shadows)
+            endpoint = self._endpoint(model, alias)
+            answer = encode(request, endpoint, outputs, results)
         except ServingError as exc:
             if model is not None or (name, alias) in self._router.pending:
-                self._metrics.error(name, model.version if model else None, alias, exc.code)
+                version = model.version if model else None
+                self._metrics.error(name, version, alias, exc.code)
+                self._log.refused(name, version, alias, exc, time.perf_counter() - started)
             else:
                 # Names from the URL that match nothing stay out of the labels: anyone could
                 # otherwise mint a new time series per request.
                 self._metrics.error("", None, "", exc.code)
+                self._log.refused(name, None, alias, exc, time.perf_counter() - started)
             raise
-        return self._answer(model, alias, outputs, results, started)
+        self._done(endpoint, started)
+        return answer
 
-    async def predict_version(self, name: str, version: int, body: bytes) -> Answer:
-        """Answer from a pinned version, loading it on first use (one load for concurrent ones)."""
+    async def infer_version(
+        self, name: str, version: int, request: P, *, decode: Decode[P], encode: Encode[P, T]
+    ) -> T:
+        """Decode `request` for a pinned version (loaded on first use), predict, encode."""
         started = time.perf_counter()
         model: LoadedModel | None = None
         try:
-            model = self._cache.get(name, version)
-            if model is None:
-                if not _NAME.match(name):
-                    raise ModelNotFound(name)
-                if version < 1:
-                    raise VersionNotFound(name, version)
-                model = await self._cache.get_or_load(name, version)
-            inputs, outputs = parse_body(_parse_json(body), model.schema)
+            model = await self.resolve_version(name, version)
+            inputs, outputs = decode(request, model)
             results = await self._call(model, inputs, outputs)
+            endpoint = self._endpoint(model, None)
+            answer = encode(request, endpoint, outputs, results)
         except ServingError as exc:
             if model is not None or (isinstance(exc, LoadFailed) and not exc.transient):
                 self._metrics.error(name, version, None, exc.code)
             else:
                 self._metrics.error("", None, "", exc.code)
+            self._log.refused(name, version, None, exc, time.perf_counter() - started)
             raise
-        return self._answer(model, None, outputs, results, started)
+        self._done(endpoint, started)
+        return answer
 
-    def _answer(
-        self,
-        model: LoadedModel,
-        alias: str | None,
-        outputs: tuple[str, ...],
-        results: list[Any],
-        started: float,
-    ) -> Answer:
-        endpoint = self._endpoint(model, alias)
-        parts = [endpoint.prefix]
-        for output, result in zip(outputs, results, strict=True):
-            parts.append(b', "' + RESPONSE_KEYS.get(output, output).encode() + b'": ')
-            parts.append(encode(result))
-        parts.append(b"}")
+    async def resolve_version(self, name: str, version: int) -> LoadedModel:
+        """The pinned version, loaded first if needed; `ModelNotFound` / `VersionNotFound`."""
+        model = self._cache.get(name, version)
+        if model is None:
+            if not _NAME.match(name):
+                raise ModelNotFound(name)
+            if version < 1:
+                raise VersionNotFound(name, version)
+            model = await self._cache.get_or_load(name, version)
+        return model
+
+    def _done(self, endpoint: Endpoint, started: float) -> None:
+        seconds = time.perf_counter() - started
         endpoint.metrics.requests.inc()
-        endpoint.metrics.latency.observe(time.perf_counter() - started)
-        return Answer(content=b"".join(parts), headers=endpoint.headers)
+        endpoint.metrics.latency.observe(seconds)
+        self._log.answered(endpoint.name, endpoint.version, endpoint.alias, seconds)
 
     async def _call(
         self, model: LoadedModel, inputs: np.ndarray[Any, Any], outputs: tuple[str, ...]
@@ -210,11 +287,14 @@ class PredictService:
                 )
             calls.append(method)
         try:
-            if model.inline and len(inputs) <= self._inline_max_rows:
-                # Measured at warm-up to be cheaper than the ~0.1 ms a thread hop costs.
-                return _call_all(calls, inputs)
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(None, _call_all, calls, inputs)
+            with self._spans.start("berth.predict", model.name, version=model.version) as span:
+                if span is not None:
+                    span.set_attribute("berth.rows", len(inputs))
+                if model.inline and len(inputs) <= self._inline_max_rows:
+                    # Measured at warm-up to be cheaper than the ~0.1 ms a thread hop costs.
+                    return _call_all(calls, inputs)
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(None, _call_all, calls, inputs)
         except (ValueError, TypeError) as exc:
             raise PredictionRejected(
                 f"version {model.version} of model '{model.name}' rejected the input: {exc}",
@@ -228,8 +308,37 @@ class PredictService:
             ) from exc
 
 
-def _parse_json(body: bytes) -> Any:
+def parse_json(body: bytes) -> Any:
     try:
         return json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise MalformedBody(f"the body is not valid JSON: {exc}"[:300], detail={}) from exc
+
+
+def decode_json(body: bytes, model: LoadedModel) -> tuple[Inputs, tuple[str, ...]]:
+    """Berth's JSON body (and MLflow's and KServe V1's keys) for this version's signature."""
+    return parse_body(parse_json(body), model.schema)
+
+
+def decode_csv(body: bytes, model: LoadedModel) -> tuple[Inputs, tuple[str, ...]]:
+    """A `text/csv` body, as MLflow's scoring server takes it: a header row, then rows."""
+    return parse_csv(body, model.schema), DEFAULT_OUTPUTS
+
+
+def encode_outputs(outputs: tuple[str, ...], results: list[Any]) -> list[bytes]:
+    """`, "predictions": [...], "predict_proba": [...]` as parts of a JSON object."""
+    parts = []
+    for output, result in zip(outputs, results, strict=True):
+        parts.append(b', "' + RESPONSE_KEYS.get(output, output).encode() + b'": ')
+        parts.append(encode(result))
+    return parts
+
+
+def encode_berth(
+    body: bytes, endpoint: Endpoint, outputs: tuple[str, ...], results: list[Any]
+) -> Answer:
+    """Berth's answer: `{"model", "version", "alias"?, "predictions", ...}` and its headers."""
+    return Answer(
+        content=b"".join([endpoint.prefix, *encode_outputs(outputs, results), b"}"]),
+        headers=endpoint.headers,
+    )
