@@ -7,6 +7,7 @@ import re
 import secrets
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -44,6 +45,20 @@ class ServingSettings(BaseSettings):
         default="production",
         pattern=NAME_PATTERN,
         description="The alias `POST /models/{name}/predict` routes through.",
+    )
+    default_model: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="The model MLflow's `POST /invocations` scores (through the default alias), "
+        "so MLflow's own scoring client works against a Berth model unchanged.",
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json",
+        description="`python -m serving` logs one JSON object per line (with the request id, "
+        "model, version and alias of each predict), or text for a terminal.",
+    )
+    access_log: bool = Field(
+        default=True, description="One log line per predict, whichever protocol it came by."
     )
     serving_max_models: int = Field(
         default=16,

@@ -7,7 +7,8 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from fastapi import FastAPI
@@ -20,22 +21,44 @@ from serving.follower import Follower, FollowerOptions
 from serving.heartbeat import Heartbeat, build_report
 from serving.loader import FailureLog, LoadedModel, Loader, LoaderOptions
 from serving.metrics import ServingMetrics
+from serving.observability import (
+    RequestIdMiddleware,
+    Spans,
+    tracer_provider_from_environment,
+)
+from serving.protocols import hot_routes
+from serving.protocols import router as protocol_router
 from serving.registry_client import RegistryClient
 from serving.routing import Router
 from serving.schemas import predict_openapi
 from serving.service import PredictService
 from serving.shadow import Shadower
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
 logger = logging.getLogger(__name__)
+
+
+def berth_version() -> str:
+    try:
+        return version("berth")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
+        return "0+unknown"
 
 
 class Runtime:
     """Everything one replica holds in memory, wired together; started by the app's lifespan."""
 
     def __init__(
-        self, settings: ServingSettings, *, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        settings: ServingSettings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        spans: Spans | None = None,
     ) -> None:
         self.settings = settings
+        self.spans = spans or Spans(None)
         self.started_at = datetime.now(UTC)
         self.metrics = ServingMetrics()
         self.failures = FailureLog()
@@ -58,7 +81,7 @@ class Runtime:
             on_failure=self._failed,
         )
         self.cache = ModelCache(
-            self.loader.load,
+            self.spans.wrap_load(self.loader.load),
             max_unheld=settings.serving_max_models,
             on_evict=lambda _: self.metrics.evictions.inc(),
         )
@@ -96,6 +119,7 @@ class Runtime:
             self.metrics,
             default_alias=settings.default_alias,
             inline_max_rows=settings.inline_predict_max_rows,
+            spans=self.spans,
         )
         self.metrics.watch(feed_lag=self.follower.lag_seconds, loaded=lambda: len(self.cache))
         self._tasks: list[asyncio.Task[None]] = []
@@ -235,13 +259,23 @@ class Runtime:
 
 
 def create_app(
-    settings: ServingSettings, *, transport: httpx.AsyncBaseTransport | None = None
+    settings: ServingSettings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> FastAPI:
     """A serving replica as an ASGI app; its lifespan starts and stops the follower.
 
     `transport` lets a caller (tests, the all-in-one `berth up`) reach the registry in-process.
+    Tracing is on when `tracer_provider` is given, or when the standard `OTEL_*` variables ask
+    for it (the provider built from them is shut down, and its spans flushed, with the app).
     """
-    runtime = Runtime(settings, transport=transport)
+    owned = tracer_provider is None
+    provider = (
+        tracer_provider if tracer_provider is not None else tracer_provider_from_environment()
+    )
+    tracer = provider.get_tracer("berth.serving", berth_version()) if provider else None
+    runtime = Runtime(settings, transport=transport, spans=Spans(tracer))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -250,23 +284,42 @@ def create_app(
             yield
         finally:
             await runtime.stop()
+            if provider is not None and owned:
+                await asyncio.to_thread(provider.shutdown)
 
     app = FastAPI(
         title="Berth serving",
-        description="Predictions from the versions the registry's aliases point at.",
+        description="Predictions from the versions the registry's aliases point at, in Berth's "
+        "own JSON, the Open Inference Protocol (V2), KServe V1 and MLflow's scoring protocol.",
         lifespan=lifespan,
-        # FastAPI's native OpenTelemetry looks up the global providers on every request (about
-        # 5 us here); tracing is for issue 7 to switch on when OTEL_* configures it.
-        telemetry={"tracing": False, "metrics": False, "logs": False},
+        # FastAPI's native OpenTelemetry makes the server span of every request (W3C context
+        # in, route and status on the span) once it has a provider; without one it would look
+        # up the global providers on every request (about 5 us), so it stays off.
+        telemetry=(
+            {
+                "tracing": True,
+                "tracer_provider": provider,
+                "metrics": False,
+                "logs": False,
+                "operation_spans": False,
+                "auto_configure": False,
+            }
+            if provider is not None
+            else {"tracing": False, "metrics": False, "logs": False}
+        ),
     )
     app.state.runtime = runtime
     install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
     app.include_router(ops_router(runtime))
+    app.include_router(protocol_router(runtime, server_version=berth_version()))
     # Predict routes first: the router tries routes in order, and matching the docs and
-    # operations routes first cost about 15 us per predict.
-    app.router.routes[0:0] = predict_routes(
-        runtime.service, max_body_bytes=settings.max_request_bytes
-    )
+    # operations routes first cost about 15 us per predict. The other protocols' inference
+    # routes come next, before every FastAPI route, for the same reason.
+    app.router.routes[0:0] = [
+        *predict_routes(runtime.service, max_body_bytes=settings.max_request_bytes),
+        *hot_routes(runtime),
+    ]
     _document_predict_routes(app)
     return app
 
