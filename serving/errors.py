@@ -35,6 +35,12 @@ class MalformedBody(BadRequest):
     code = "malformed_body"
 
 
+class InvalidTensor(BadRequest):
+    """An Open Inference Protocol tensor contradicts itself (shape, datatype, data, bytes)."""
+
+    code = "invalid_tensor"
+
+
 # 404
 
 
@@ -166,6 +172,7 @@ HTTP_STATUS: dict[str, int] = {
     "internal_error": 500,
     "bad_request": 400,
     "malformed_body": 400,
+    "invalid_tensor": 400,
     "not_found": 404,
     "model_not_found": 404,
     "version_not_found": 404,

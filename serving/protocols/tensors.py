@@ -11,7 +11,9 @@
   it (shape `[rows]` or `[rows, 1]`), as the model metadata advertises; or a single `[rows,
   features]` tensor in signature order, as most Triton clients send a matrix.
 
-Every refusal is a Berth error (`InvalidInput` and kin); the routes render it in the OIP shape.
+Every refusal is a Berth error: `InvalidTensor` (400) when a tensor contradicts itself,
+`InvalidInput` and kin (422) when it does not fit the version's signature; the routes render
+it in the OIP shape.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from registry.schemas import DType
 from serving.errors import (
     FeatureTypeMismatch,
     InvalidInput,
+    InvalidTensor,
     MalformedBody,
     MissingFeatures,
     PayloadTooLarge,
@@ -126,7 +129,7 @@ def _family(datatype: str) -> str:
 
 def _shape(value: Any, where: str) -> tuple[int, ...]:
     if type(value) is not list or not all(type(d) is int and d >= 0 for d in value):
-        raise InvalidInput(f"{where}: 'shape' must be an array of non-negative integers")
+        raise InvalidTensor(f"{where}: 'shape' must be an array of non-negative integers")
     return tuple(value)
 
 
@@ -134,27 +137,27 @@ def _parameters(value: Any, where: str) -> dict[str, Any]:
     if value is None:
         return {}
     if type(value) is not dict:
-        raise InvalidInput(f"{where}: 'parameters' must be an object")
+        raise InvalidTensor(f"{where}: 'parameters' must be an object")
     return value
 
 
 def _json_data(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> np.ndarray[Any, Any]:
     where = f"input '{name}'"
     if type(data) is not list:
-        raise InvalidInput(f"{where}: 'data' must be an array (row-major, nested or flat)")
+        raise InvalidTensor(f"{where}: 'data' must be an array (row-major, nested or flat)")
     try:
         parsed = np.asarray(data)
     except ValueError as exc:
-        raise InvalidInput(f"{where}: 'data' is ragged: {exc}") from exc
+        raise InvalidTensor(f"{where}: 'data' is ragged: {exc}") from exc
     count = math.prod(shape)
     if parsed.size != count or (parsed.ndim > 1 and parsed.shape != shape):
-        raise InvalidInput(
+        raise InvalidTensor(
             f"{where}: shape {list(shape)} holds {count} elements, 'data' has {parsed.size}"
             + (f" in shape {list(parsed.shape)}" if parsed.ndim > 1 else ""),
             detail={"input": name, "shape": list(shape), "elements": int(parsed.size)},
         )
     if count and parsed.dtype.kind not in _JSON_KINDS[_family(datatype)]:
-        raise InvalidInput(
+        raise InvalidTensor(
             f"{where}: {datatype} data must be "
             + {"BOOL": "booleans", "BYTES": "strings", "FP": "numbers"}.get(
                 _family(datatype), "integers"
@@ -169,7 +172,7 @@ def _json_data(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> n
     if target.kind in "iu" and count:
         info = np.iinfo(target)
         if parsed.min() < info.min or parsed.max() > info.max:
-            raise InvalidInput(f"{where}: values do not fit {datatype}")
+            raise InvalidTensor(f"{where}: values do not fit {datatype}")
     return parsed.astype(target).reshape(shape)
 
 
@@ -180,15 +183,15 @@ def _bytes_elements(name: str, chunk: bytes, count: int) -> np.ndarray[Any, Any]
     end = len(chunk)
     while offset < end:
         if offset + 4 > end:
-            raise InvalidInput(f"input '{name}': BYTES data ends inside a length prefix")
+            raise InvalidTensor(f"input '{name}': BYTES data ends inside a length prefix")
         (size,) = struct.unpack_from("<I", chunk, offset)
         offset += 4
         if offset + size > end:
-            raise InvalidInput(f"input '{name}': a BYTES element runs past its binary data")
+            raise InvalidTensor(f"input '{name}': a BYTES element runs past its binary data")
         out.append(chunk[offset : offset + size])
         offset += size
     if len(out) != count:
-        raise InvalidInput(f"input '{name}': {len(out)} BYTES elements, the shape holds {count}")
+        raise InvalidTensor(f"input '{name}': {len(out)} BYTES elements, the shape holds {count}")
     array = np.empty(count, dtype=object)
     array[:] = out
     return array
@@ -203,7 +206,7 @@ def _binary_data(
     dtype = NUMPY[datatype]
     itemsize = 1 if datatype == "BOOL" else dtype.itemsize
     if len(chunk) != count * itemsize:
-        raise InvalidInput(
+        raise InvalidTensor(
             f"input '{name}': shape {list(shape)} of {datatype} needs {count * itemsize} bytes, "
             f"binary_data_size gives {len(chunk)}",
             detail={"input": name},
@@ -218,7 +221,7 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
     if encoding is None or encoding == "identity":
         return body
     if encoding not in ("gzip", "deflate"):
-        raise InvalidInput(f"Content-Encoding '{encoding}' is not supported (gzip, deflate)")
+        raise InvalidTensor(f"Content-Encoding '{encoding}' is not supported (gzip, deflate)")
     inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
     try:
         out = inflater.decompress(body, limit + 1)
@@ -236,7 +239,7 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     binary = b""
     if header_length is not None:
         if not header_length.isdigit() or int(header_length) > len(body):
-            raise InvalidInput(
+            raise InvalidTensor(
                 f"Inference-Header-Content-Length {header_length!r} does not fit a body of "
                 f"{len(body)} bytes"
             )
@@ -247,20 +250,20 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     except (ValueError, RecursionError) as exc:
         raise MalformedBody(f"the inference request is not valid JSON: {exc}"[:300]) from exc
     if type(payload) is not dict:
-        raise InvalidInput("the inference request must be a JSON object with 'inputs'")
+        raise InvalidTensor("the inference request must be a JSON object with 'inputs'")
     raw_inputs = payload.get("inputs")
     if type(raw_inputs) is not list or not raw_inputs:
-        raise InvalidInput("the inference request needs a non-empty 'inputs' array")
+        raise InvalidTensor("the inference request needs a non-empty 'inputs' array")
     tensors: list[Tensor] = []
     offset = 0
     for i, raw in enumerate(raw_inputs):
         if type(raw) is not dict:
-            raise InvalidInput(f"inputs[{i}] must be an object")
+            raise InvalidTensor(f"inputs[{i}] must be an object")
         name, datatype = raw.get("name"), raw.get("datatype")
         if type(name) is not str or not name:
-            raise InvalidInput(f"inputs[{i}] needs a 'name'")
+            raise InvalidTensor(f"inputs[{i}] needs a 'name'")
         if type(datatype) is not str or datatype not in NUMPY:
-            raise InvalidInput(
+            raise InvalidTensor(
                 f"input '{name}': datatype {datatype!r} is not one of {', '.join(NUMPY)}",
                 detail={"input": name, "allowed": list(NUMPY)},
             )
@@ -268,7 +271,7 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         size = _parameters(raw.get("parameters"), f"input '{name}'").get("binary_data_size")
         if size is not None:
             if type(size) is not int or size < 0 or offset + size > len(binary):
-                raise InvalidInput(
+                raise InvalidTensor(
                     f"input '{name}': binary_data_size {size!r} runs past the binary data "
                     f"({len(binary) - offset} bytes left)"
                 )
@@ -277,10 +280,10 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         elif "data" in raw:
             data = _json_data(name, datatype, shape, raw["data"])
         else:
-            raise InvalidInput(f"input '{name}' has neither 'data' nor binary_data_size")
+            raise InvalidTensor(f"input '{name}' has neither 'data' nor binary_data_size")
         tensors.append(Tensor(name=name, datatype=datatype, shape=shape, data=data))
     if offset != len(binary):
-        raise InvalidInput(
+        raise InvalidTensor(
             f"{len(binary) - offset} bytes of binary data follow the header that no input claims"
         )
     parameters = _parameters(payload.get("parameters"), "the request")
@@ -290,7 +293,7 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     raw_outputs = payload.get("outputs")
     if raw_outputs is not None:
         if type(raw_outputs) is not list or not raw_outputs:
-            raise InvalidInput("'outputs' must be a non-empty array of {\"name\": ...}")
+            raise InvalidTensor("'outputs' must be a non-empty array of {\"name\": ...}")
         names: list[str] = []
         for raw in raw_outputs:
             name = raw.get("name") if type(raw) is dict else None
