@@ -1,30 +1,81 @@
-"""`python -m serving --host H --port P`: one serving replica under uvicorn."""
+"""`python -m serving --host H --port P [--workers N]`: a serving replica under uvicorn."""
 
 from __future__ import annotations
 
 import argparse
-import logging
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
 
 import uvicorn
 
 from serving.config import ServingSettings
 from serving.main import create_app
+from serving.observability import configure_logging
+
+
+@contextlib.contextmanager
+def shared_metrics_dir() -> Iterator[None]:
+    """Workers sum their metrics through files in `PROMETHEUS_MULTIPROC_DIR`.
+
+    An operator's own directory is used as it is (wipe it between runs, as prometheus_client
+    asks); without one, a fresh directory lives as long as this process.
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="berth-metrics-") as path:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+        try:
+            yield
+        finally:
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
-    parser.add_argument("--log-level", default="info")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    parser.add_argument("--log-level", default=None, help="Overrides BERTH_LOG_LEVEL.")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="Worker processes, each a replica of its own; /metrics sums over them.",
     )
-    # httpx logs every request at INFO: a long-poll and a heartbeat every few seconds would
-    # drown what serving itself says.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    app = create_app(ServingSettings())
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    args = parser.parse_args(argv)
+    if args.log_level:
+        # Through the environment, so worker processes read the same setting.
+        os.environ["BERTH_LOG_LEVEL"] = args.log_level.lower()
+    settings = ServingSettings()
+    configure_logging(
+        level=settings.log_level,
+        json_lines=settings.log_format == "json",
+        access_log=settings.access_log,
+    )
+    if args.workers > 1:
+        with shared_metrics_dir():
+            uvicorn.run(
+                "serving.main:app_from_environment",
+                factory=True,
+                workers=args.workers,
+                host=args.host,
+                port=args.port,
+                log_level=settings.log_level,
+                access_log=False,
+                log_config=None,
+            )
+        return
+    # log_config=None: uvicorn's own loggers go through the handler configured above.
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=settings.log_level,
+        access_log=False,
+        log_config=None,
+    )
 
 
 if __name__ == "__main__":

@@ -57,6 +57,9 @@ class ServingSettings(BaseSettings):
         description="`python -m serving` logs one JSON object per line (with the request id, "
         "model, version and alias of each predict), or text for a terminal.",
     )
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        default="info", description="`python -m serving --log-level` overrides it."
+    )
     access_log: bool = Field(
         default=True, description="One log line per predict, whichever protocol it came by."
     )

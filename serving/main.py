@@ -24,6 +24,7 @@ from serving.metrics import ServingMetrics
 from serving.observability import (
     RequestIdMiddleware,
     Spans,
+    configure_logging,
     tracer_provider_from_environment,
 )
 from serving.protocols import hot_routes
@@ -121,7 +122,11 @@ class Runtime:
             inline_max_rows=settings.inline_predict_max_rows,
             spans=self.spans,
         )
-        self.metrics.watch(feed_lag=self.follower.lag_seconds, loaded=lambda: len(self.cache))
+        self.metrics.watch(
+            feed_lag=self.follower.lag_seconds,
+            loaded=lambda: len(self.cache),
+            routes=lambda: self.router.table,
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = False
 
@@ -138,6 +143,14 @@ class Runtime:
             asyncio.create_task(self.follower.run(), name="routing follower"),
             asyncio.create_task(self.heartbeat.run(), name="replica heartbeat"),
         ]
+        if self.metrics.multiprocess:
+            self._tasks.append(asyncio.create_task(self._refresh_metrics(), name="metrics"))
+
+    async def _refresh_metrics(self) -> None:
+        # With several workers a scrape reads every worker's file; keep this one's gauges fresh.
+        while True:
+            self.metrics.refresh()
+            await asyncio.sleep(self.settings.heartbeat_seconds)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -151,6 +164,7 @@ class Runtime:
         await self.shadower.close()
         await self.cache.close()
         await self.client.aclose()
+        self.metrics.close()
 
     # --- operations -----------------------------------------------------------------------------
 
@@ -322,6 +336,21 @@ def create_app(
     ]
     _document_predict_routes(app)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app as a worker process builds it: settings and logging from the environment.
+
+    For process managers that start the workers themselves: `uvicorn --factory --workers N
+    serving.main:app_from_environment`, or gunicorn's uvicorn worker with the same factory.
+    """
+    settings = ServingSettings()
+    configure_logging(
+        level=settings.log_level,
+        json_lines=settings.log_format == "json",
+        access_log=settings.access_log,
+    )
+    return create_app(settings)
 
 
 def _document_predict_routes(app: FastAPI) -> None:

@@ -1,16 +1,37 @@
 """Prometheus metrics of one serving app, on its own registry (two apps in one process never clash).
 
 Labels follow the field's convention: `model_name`, `model_version`, plus `alias` (empty for a
-pinned version). Per-request children are bound once per (model, version, alias) and cached, so
-the predict path pays a dict lookup, not prometheus_client's label resolution.
+pinned version); an A/B arm is the (`alias`, `model_version`) pair, and
+`berth_serving_route_weight` gives each arm's share of its alias, so a dashboard can set the
+split it asked for beside the one it got. Per-request children are bound once per (model,
+version, alias) and cached, so the predict path pays a dict lookup, not prometheus_client's
+label resolution.
+
+Several worker processes: when `PROMETHEUS_MULTIPROC_DIR` is set before the process starts,
+prometheus_client keeps every value in a memory-mapped file there, and `/metrics` on any worker
+answers the sum over all of them (`MultiProcessCollector`). Gauges that were computed when
+scraped are then set every few seconds by each worker instead, and aggregate per their
+`multiprocess_mode` (the worst feed lag, the total of loaded versions).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -41,8 +62,33 @@ class EndpointMetrics:
     latency: Histogram
 
 
+def multiprocess_mode() -> bool:
+    """Whether prometheus_client chose its file-backed values (decided once, at its import)."""
+    return bool(getattr(values.ValueClass, "_multiprocess", False))
+
+
+class RouteWeights(Collector):
+    """`berth_serving_route_weight`: each A/B arm's share of its alias, read when scraped."""
+
+    def __init__(self, routes: Callable[[], Mapping[tuple[str, str], Any]]) -> None:
+        self._routes = routes
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "berth_serving_route_weight",
+            "Share of an alias's traffic each version (A/B arm) is meant to get, 0 to 1.",
+            labels=("model_name", "alias", "model_version"),
+        )
+        for (model, alias), route in sorted(self._routes().items()):
+            total = sum(weight for _, weight in route.weights)
+            for version, weight in route.weights:
+                family.add_metric((model, alias, str(version)), weight / total if total else 0.0)
+        yield family
+
+
 class ServingMetrics:
     def __init__(self) -> None:
+        self.multiprocess = multiprocess_mode()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -89,21 +135,31 @@ class ServingMetrics:
             registry=r,
         )
         self.feed_position = Gauge(
-            "berth_serving_feed_position", "Last change-feed position applied.", registry=r
+            "berth_serving_feed_position",
+            "Last change-feed position applied.",
+            registry=r,
+            multiprocess_mode="livemin",
         )
         self.feed_lag = Gauge(
             "berth_serving_feed_lag_seconds",
             "Seconds since this replica last knew it had every change (0 while connected).",
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.feed_errors = Counter(
             "berth_serving_feed_errors", "Failed snapshot or change-feed requests.", registry=r
         )
-        self.loaded_models = Gauge("berth_serving_loaded_models", "Versions in memory.", registry=r)
+        self.loaded_models = Gauge(
+            "berth_serving_loaded_models",
+            "Versions in memory (summed over worker processes).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.pending_aliases = Gauge(
             "berth_serving_pending_aliases",
             "Aliases whose latest revision this replica does not serve (loading or failed).",
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.shadow_requests = Counter(
             "berth_serving_shadow_requests",
@@ -125,6 +181,8 @@ class ServingMetrics:
             registry=r,
         )
         self._endpoints: dict[tuple[str, int, str], EndpointMetrics] = {}
+        self._watched: list[tuple[Gauge, Callable[[], float]]] = []
+        self._routes: RouteWeights | None = None
 
     def endpoint(self, model: str, version: int, alias: str | None) -> EndpointMetrics:
         key = (model, version, alias or "")
@@ -140,10 +198,40 @@ class ServingMetrics:
     def error(self, model: str, version: int | None, alias: str | None, code: str) -> None:
         self.errors.labels(model, "" if version is None else str(version), alias or "", code).inc()
 
-    def watch(self, *, feed_lag: Callable[[], float], loaded: Callable[[], float]) -> None:
-        """Gauges computed when scraped, so they are never stale."""
-        self.feed_lag.set_function(feed_lag)
-        self.loaded_models.set_function(loaded)
+    def watch(
+        self,
+        *,
+        feed_lag: Callable[[], float],
+        loaded: Callable[[], float],
+        routes: Callable[[], Mapping[tuple[str, str], Any]],
+    ) -> None:
+        """Gauges computed when scraped, so they are never stale (in one process)."""
+        self._watched = [(self.feed_lag, feed_lag), (self.loaded_models, loaded)]
+        if not self.multiprocess:
+            # A function gauge has no file to live in: with several workers `refresh` sets them.
+            for gauge, read in self._watched:
+                gauge.set_function(read)
+        self._routes = RouteWeights(routes)
+        self.registry.register(self._routes)
+
+    def refresh(self) -> None:
+        """Write the watched gauges to this worker's file (several-worker mode only)."""
+        if self.multiprocess:
+            for gauge, read in self._watched:
+                gauge.set(read())
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        self.refresh()
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+        if self._routes is not None:
+            # The same on every worker (they follow the same registry), so this one's is right.
+            merged.register(self._routes)
+        return generate_latest(merged)
+
+    def close(self) -> None:
+        """A worker that stops takes its live gauges out of the sums."""
+        if self.multiprocess:
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]

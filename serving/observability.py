@@ -119,7 +119,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
-def configure_logging(*, level: str, json_lines: bool) -> None:
+def configure_logging(*, level: str, json_lines: bool, access_log: bool = True) -> None:
     """The process's root handler: JSON lines for machines, or text for a terminal."""
     handler = logging.StreamHandler()
     if json_lines:
@@ -131,6 +131,10 @@ def configure_logging(*, level: str, json_lines: bool) -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # httpx logs every request at INFO: a long-poll and a heartbeat every few seconds would
+    # drown what serving itself says.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger(ACCESS_LOGGER).setLevel(logging.NOTSET if access_log else logging.WARNING)
 
 
 class PredictLog:

@@ -1,0 +1,313 @@
+"""Request ids, structured predict logs, OpenTelemetry spans and metric labels, end to end."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from serving.errors import AliasNotFound
+from serving.main import create_app
+from serving.observability import (
+    ACCESS_LOGGER,
+    REQUEST_ID,
+    JsonFormatter,
+    tracer_provider_from_environment,
+    tracing_requested,
+)
+from tests.fixtures.servers import LiveServer
+from tests.serving.conftest import ServingClient, eventually, serving_settings
+from tests.serving.factories import artifact, metadata, regressor, row
+from tests.serving.fakes import FakeRegistry
+
+Start = Callable[..., ServingClient]
+
+V2_BODY = {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP64", "data": row()}]}
+
+
+@pytest.fixture
+def churn(fake: FakeRegistry) -> FakeRegistry:
+    for offset in (1, 2):
+        estimator = regressor(offset=offset)
+        fake.add_version("churn", artifact(estimator), metadata(estimator))
+    fake.set_alias("churn", "production", 1)
+    return fake
+
+
+@pytest.fixture
+def access_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The predict log lines, as the JSON formatter writes them."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    log = logging.getLogger(ACCESS_LOGGER)
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    log.removeHandler(handler)
+    log.setLevel(logging.NOTSET)
+
+
+# --- request ids ------------------------------------------------------------------------------
+
+
+def test_every_response_carries_a_request_id_and_a_good_incoming_one_is_kept(
+    churn: FakeRegistry, start_serving: Start
+) -> None:
+    serving = start_serving()
+    eventually(lambda: serving.get("/readyz").status_code == 200)
+    ids = set()
+    for method, path, body in (
+        ("POST", "/models/churn/predict", {"inputs": [row()]}),
+        ("POST", "/v2/models/churn/infer", V2_BODY),
+        ("POST", "/models/nope/predict", {"inputs": [row()]}),
+        ("GET", "/healthz", None),
+        ("GET", "/no/such/route", None),
+    ):
+        response = serving.request(method, path, json=body)
+        assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-Id"]), path
+        ids.add(response.headers["X-Request-Id"])
+    assert len(ids) == 5
+
+    kept = serving.post(
+        "/models/churn/predict", json={"input": row()}, headers={"X-Request-Id": "trace-42.a:b"}
+    )
+    assert kept.headers["X-Request-Id"] == "trace-42.a:b"
+    for bad in ("two words", "x" * 129, "semi;colon", "new\\nline"):
+        replaced = serving.get("/healthz", headers={"X-Request-Id": bad})
+        assert re.fullmatch(r"[0-9a-f]{32}", replaced.headers["X-Request-Id"]), bad
+
+
+# --- the predict log line ---------------------------------------------------------------------
+
+
+def test_every_predict_logs_one_json_line_with_request_model_version_and_alias(
+    churn: FakeRegistry,
+    start_serving: Start,
+    access_lines: Callable[[], list[dict[str, Any]]],
+) -> None:
+    serving = start_serving(default_model="churn")
+    eventually(lambda: serving.get("/ping").status_code == 200)
+    calls = [
+        ("/models/churn/predict", {"inputs": [row()]}, ("churn", 1, "production", 200)),
+        ("/models/churn/versions/2/predict", {"input": row()}, ("churn", 2, None, 200)),
+        ("/v2/models/churn/infer", V2_BODY, ("churn", 1, "production", 200)),
+        ("/v1/models/churn:predict", {"instances": [row()]}, ("churn", 1, "production", 200)),
+        ("/invocations", {"instances": [row()]}, ("churn", 1, "production", 200)),
+        ("/models/churn/predict", {"inputs": [[1.0]]}, ("churn", 1, "production", 422)),
+        ("/models/nope/predict", {"inputs": [row()]}, ("nope", None, "production", 404)),
+    ]
+    request_ids = []
+    for path, body, _ in calls:
+        request_ids.append(serving.post(path, json=body).headers["X-Request-Id"])
+
+    lines = eventually(lambda: (found := access_lines()) and len(found) == len(calls) and found)
+    for line, request_id, (_, _, (model, version, alias, status)) in zip(
+        lines, request_ids, calls, strict=True
+    ):
+        assert line["event"] == "predict"
+        assert line["logger"] == ACCESS_LOGGER
+        assert line["request_id"] == request_id
+        assert (line["model"], line["version"], line["alias"], line["status"]) == (
+            model,
+            version,
+            alias,
+            status,
+        )
+        assert line["duration_ms"] >= 0
+        assert ("error" in line) is (status != 200)
+    assert lines[-1]["error"] == "alias_not_found"
+    assert lines[-2]["error"] == "feature_count_mismatch"
+
+
+def test_access_log_off_writes_no_predict_lines(
+    churn: FakeRegistry,
+    start_serving: Start,
+    access_lines: Callable[[], list[dict[str, Any]]],
+) -> None:
+    serving = start_serving()
+    eventually(lambda: serving.get("/readyz").status_code == 200)
+    logging.getLogger(ACCESS_LOGGER).setLevel(logging.WARNING)
+    assert serving.post("/models/churn/predict", json={"inputs": [row()]}).status_code == 200
+    assert serving.post("/models/nope/predict", json={"inputs": [row()]}).status_code == 404
+    assert access_lines() == []
+
+
+def test_json_lines_carry_the_request_id_of_whatever_logged_them() -> None:
+    record = logging.LogRecord(
+        "serving.service", logging.ERROR, __file__, 1, "boom %s", ("x",), None
+    )
+    token = REQUEST_ID.set("abc123")
+    try:
+        line = json.loads(JsonFormatter().format(record))
+    finally:
+        REQUEST_ID.reset(token)
+    assert line["request_id"] == "abc123"
+    assert line["message"] == "boom x"
+    assert line["level"] == "error"
+    assert "request_id" not in json.loads(JsonFormatter().format(record))
+
+
+# --- traces -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def traced(fake: FakeRegistry) -> Iterator[tuple[httpx.Client, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = create_app(
+        serving_settings(), transport=httpx.ASGITransport(fake.app), tracer_provider=provider
+    )
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client, exporter
+    provider.shutdown()
+
+
+def by_name(spans: tuple[ReadableSpan, ...], name: str) -> list[ReadableSpan]:
+    return [s for s in spans if s.name == name]
+
+
+def test_spans_around_routing_loading_and_predicting_under_the_server_span(
+    churn: FakeRegistry, traced: tuple[httpx.Client, InMemorySpanExporter]
+) -> None:
+    client, exporter = traced
+    eventually(lambda: client.get("/readyz").status_code == 200)
+    exporter.clear()
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    response = client.post(
+        "/models/churn/predict",
+        json={"inputs": [row()]},
+        headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"},
+    )
+    assert response.status_code == 200
+    spans = eventually(
+        lambda: (found := exporter.get_finished_spans()) and len(found) >= 3 and found
+    )
+    (route,) = by_name(spans, "berth.route")
+    (predict,) = by_name(spans, "berth.predict")
+    (server,) = [s for s in spans if s.parent is not None and s.parent.is_remote]
+    assert server.attributes is not None
+    assert server.attributes["http.route"] == "/models/{name}/predict"
+    assert server.attributes["http.response.status_code"] == 200
+    for span in (route, predict, server):
+        assert format(span.context.trace_id, "032x") == trace_id
+    assert route.parent is not None
+    assert route.parent.span_id == server.context.span_id
+    assert predict.parent is not None
+    assert predict.parent.span_id == server.context.span_id
+    assert dict(route.attributes or {}) == {
+        "berth.model": "churn",
+        "berth.alias": "production",
+        "berth.model_version": 1,
+    }
+    assert dict(predict.attributes or {}) == {
+        "berth.model": "churn",
+        "berth.model_version": 1,
+        "berth.rows": 1,
+    }
+
+    exporter.clear()
+    pinned = client.post("/v2/models/churn/versions/2/infer", json=V2_BODY)
+    assert pinned.status_code == 200
+    spans = eventually(
+        lambda: (found := exporter.get_finished_spans()) and len(found) >= 3 and found
+    )
+    (load,) = by_name(spans, "berth.load")
+    (server,) = [s for s in spans if s.parent is None]
+    assert load.context.trace_id == server.context.trace_id
+    assert dict(load.attributes or {}) == {"berth.model": "churn", "berth.model_version": 2}
+
+
+def test_a_refused_request_marks_its_span_as_an_error(
+    churn: FakeRegistry, traced: tuple[httpx.Client, InMemorySpanExporter]
+) -> None:
+    client, exporter = traced
+    eventually(lambda: client.get("/readyz").status_code == 200)
+    exporter.clear()
+    assert client.post("/models/nope/predict", json={"inputs": [row()]}).status_code == 404
+    spans = eventually(
+        lambda: (found := exporter.get_finished_spans()) and len(found) >= 2 and found
+    )
+    (route,) = by_name(spans, "berth.route")
+    assert not route.status.is_ok
+    assert route.events[0].attributes is not None
+    assert route.events[0].attributes["exception.type"].endswith(AliasNotFound.__name__)
+
+
+@pytest.mark.parametrize(
+    ("environ", "exporters"),
+    [
+        ({}, []),
+        ({"OTEL_TRACES_EXPORTER": "console"}, ["console"]),
+        ({"OTEL_TRACES_EXPORTER": "console,otlp"}, ["console", "otlp"]),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, ["otlp"]),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"}, ["otlp"]),
+        ({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x"}, []),
+        ({"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "console"}, []),
+    ],
+)
+def test_the_standard_otel_variables_switch_tracing_on(
+    environ: dict[str, str], exporters: list[str]
+) -> None:
+    assert tracing_requested(environ) == exporters
+    provider = tracer_provider_from_environment(environ)
+    try:
+        assert (provider is not None) is bool(exporters)
+    finally:
+        if provider is not None:
+            provider.shutdown()
+
+
+def test_an_exporter_that_is_not_installed_leaves_tracing_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        assert tracer_provider_from_environment({"OTEL_TRACES_EXPORTER": "zipkin"}) is None
+    assert "no OpenTelemetry trace exporter named 'zipkin'" in caplog.text
+
+
+# --- metric labels ----------------------------------------------------------------------------
+
+
+def test_metrics_carry_model_version_alias_and_each_arms_weight(
+    churn: FakeRegistry, start_serving: Start
+) -> None:
+    churn.set_alias("churn", "production", variants=[(1, 90), (2, 10)])
+    serving = start_serving()
+    eventually(lambda: serving.get("/readyz").status_code == 200)
+    answered = {"1": 0, "2": 0}
+    for i in range(30):
+        response = serving.post(
+            "/v2/models/churn/infer", json=V2_BODY, headers={"X-Routing-Key": f"k{i}"}
+        )
+        answered[response.headers["X-Model-Version"]] += 1
+    serving.post("/models/churn/versions/9/predict", json={"input": row()})
+    text = serving.get("/metrics").text
+    for version, count in answered.items():
+        if count:
+            assert (
+                f'berth_serving_requests_total{{alias="production",model_name="churn",'
+                f'model_version="{version}"}} {float(count)}'
+            ) in text
+    assert (
+        'berth_serving_route_weight{alias="production",model_name="churn",model_version="1"} 0.9'
+    ) in text
+    assert (
+        'berth_serving_route_weight{alias="production",model_name="churn",model_version="2"} 0.1'
+    ) in text
+    assert 'berth_serving_request_duration_seconds_bucket{alias="production"' in text
+    assert (
+        'berth_serving_request_errors_total{alias="",error="version_not_found",'
+        'model_name="churn",model_version="9"} 1.0'
+    ) not in text  # a version the registry does not have is not a series of its own
+    assert 'error="version_not_found",model_name="",model_version=""} 1.0' in text
