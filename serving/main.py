@@ -29,6 +29,7 @@ from serving.observability import (
 )
 from serving.protocols import hot_routes
 from serving.protocols import router as protocol_router
+from serving.protocols.schemas import protocols_openapi
 from serving.registry_client import RegistryClient
 from serving.routing import Router
 from serving.schemas import predict_openapi
@@ -361,8 +362,11 @@ def _document_predict_routes(app: FastAPI) -> None:
         if app.openapi_schema is None:
             schema = generate()
             paths, components = predict_openapi(PREDICT_SUMMARIES)
-            schema["paths"] = paths | schema.get("paths", {})
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
+            protocol_paths, protocol_components = protocols_openapi()
+            schema["paths"] = paths | protocol_paths | schema.get("paths", {})
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            schemas.update(components)
+            schemas.update(protocol_components)
             app.openapi_schema = schema
         return app.openapi_schema
 

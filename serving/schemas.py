@@ -107,7 +107,16 @@ def predict_openapi(routes: dict[str, str]) -> tuple[dict[str, Any], dict[str, A
                 "parameters": parameters,
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": refs[PredictRequest]}},
+                    "content": {
+                        "application/json": {"schema": refs[PredictRequest]},
+                        "text/csv": {
+                            "schema": {
+                                "type": "string",
+                                "description": "A header row naming the features, then rows "
+                                "(as MLflow's scoring server takes it).",
+                            }
+                        },
+                    },
                 },
                 "responses": {
                     "200": {

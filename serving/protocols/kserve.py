@@ -14,27 +14,14 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from serving.api import ROUTING_KEY_HEADER, read_body
 from serving.errors import AliasNotFound, ServingError, status_of
 from serving.protocols.common import Guard, encode_predictions, open_door
+from serving.protocols.schemas import ModelReadyOut, ModelsOut, V1Error
 from serving.service import PredictService, decode_json
-
-
-class ModelReadyOut(BaseModel):
-    name: str
-    ready: bool
-
-
-class ModelsOut(BaseModel):
-    models: list[str]
-
-
-class ErrorOut(BaseModel):
-    error: str
 
 
 def v1_error(error: ServingError) -> JSONResponse:
@@ -81,7 +68,7 @@ def router(service: PredictService, *, guard: Guard = open_door) -> APIRouter:
         "/models/{name}",
         response_model=ModelReadyOut,
         responses={
-            404: {"model": ErrorOut, "description": "No such model (or no default alias)."},
+            404: {"model": V1Error, "description": "No such model (or no default alias)."},
             503: {"model": ModelReadyOut, "description": "No version loaded yet."},
         },
     )

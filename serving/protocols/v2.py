@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Header, Request
-from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -31,6 +30,15 @@ from serving.api import ROUTING_KEY_HEADER, read_body
 from serving.errors import AliasNotFound, BadRequest, ModelUnavailable, ServingError, status_of
 from serving.loader import LoadedModel
 from serving.protocols.common import Guard, open_door
+from serving.protocols.schemas import (
+    LiveOut,
+    ModelMetadata,
+    ModelReadyOut,
+    OipError,
+    ReadyOut,
+    ServerMetadata,
+    TensorMetadata,
+)
 from serving.protocols.tensors import (
     FROM_DTYPE,
     HEADER_LENGTH,
@@ -47,50 +55,6 @@ if TYPE_CHECKING:
     from serving.main import Runtime
 
 logger = logging.getLogger(__name__)
-
-# --- wire contract, for OpenAPI and the handlers ---------------------------------------------
-
-
-class ErrorOut(BaseModel):
-    error: str
-
-
-class ServerMetadata(BaseModel):
-    name: str
-    version: str
-    extensions: list[str]
-
-
-class LiveOut(BaseModel):
-    live: bool
-
-
-class ReadyOut(BaseModel):
-    ready: bool
-
-
-class ModelReadyOut(BaseModel):
-    name: str
-    ready: bool
-
-
-class TensorMetadata(BaseModel):
-    name: str
-    datatype: str
-    shape: list[int]
-
-
-class ModelMetadata(BaseModel):
-    name: str
-    versions: list[str] = Field(description="The versions this answer describes.")
-    platform: str = Field(description="The flavor the version was stored as, e.g. `sklearn`.")
-    inputs: list[TensorMetadata]
-    outputs: list[TensorMetadata]
-    parameters: dict[str, str] = Field(
-        default_factory=dict,
-        description="`alias` when resolved through one, and the `version` described.",
-    )
-
 
 # --- answers ---------------------------------------------------------------------------------
 
@@ -242,7 +206,7 @@ def _versions_router(runtime: Runtime, guard: Guard) -> APIRouter:
     service = runtime.service
     shapes = OutputShapes()
     errors: dict[int | str, dict[str, Any]] = {
-        code: {"model": ErrorOut, "description": text}
+        code: {"model": OipError, "description": text}
         for code, text in (
             (400, "Malformed version."),
             (404, "Unknown model, alias or version."),
