@@ -34,7 +34,7 @@ import statistics
 import struct
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +43,10 @@ import httpx
 # Appended, not prepended: PYTHONPATH may point `serving` at another tree (main's, to compare).
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 
-from serving.main import create_app  # noqa: E402
-from tests.serving.conftest import serving_settings  # noqa: E402
-from tests.serving.factories import artifact, metadata, regressor  # noqa: E402
-from tests.serving.fakes import FakeRegistry  # noqa: E402
+from serving.main import create_app
+from tests.serving.conftest import serving_settings
+from tests.serving.factories import artifact, metadata, regressor
+from tests.serving.fakes import FakeRegistry
 
 ROW = [0.5, 1.5, -2.0]
 
