@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final
 from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from registry.schemas import NAME_PATTERN
 from serving.errors import ServingError, status_of
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ REQUEST_ID_HEADER: Final = "X-Request-Id"
 REQUEST_ID: ContextVar[str | None] = ContextVar("berth_request_id", default=None)
 """The id of the request being handled, for every log line written while it runs."""
 
+_NAME: Final = re.compile(NAME_PATTERN).match
 _HEADER_KEY: Final = REQUEST_ID_HEADER.lower().encode()
 _WELL_FORMED: Final = re.compile(rb"[A-Za-z0-9._:-]{1,128}\Z").match
 """What an incoming id may look like: short, and nothing that could split a header or a log line."""
@@ -178,12 +180,14 @@ class PredictLog:
         if not log.isEnabledFor(level):
             return
         ms = round(seconds * 1000, 3)
+        # Names here may come straight from the URL: quoted unless they are names Berth allows,
+        # so a text log line cannot be split or forged with one.
         log.log(
             level,
             "predict %s%s%s: %s %s in %.3f ms",
-            name,
+            name if _NAME(name) else repr(name[:130]),
             f" v{version}" if version is not None else "",
-            f" via {alias}" if alias else "",
+            f" via {alias if _NAME(alias) else repr(alias[:130])}" if alias else "",
             status,
             error.code,
             ms,

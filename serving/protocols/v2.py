@@ -70,18 +70,33 @@ class V2Answer:
     binary: bool
 
 
-def decode(request: InferRequest, model: LoadedModel) -> tuple[Inputs, tuple[str, ...]]:
-    return to_inputs(request, model.schema)
+@dataclass(slots=True)
+class InferCall:
+    """An infer request as read off the wire; parsed inside the predict core, like every body,
+    so a malformed one is counted and logged against the model it was sent to."""
+
+    body: bytes
+    encoding: str | None
+    header_length: str | None
+    limit: int
+    parsed: InferRequest | None = None
+
+
+def decode(call: InferCall, model: LoadedModel) -> tuple[Inputs, tuple[str, ...]]:
+    body = decompress(call.body, call.encoding, call.limit)
+    call.parsed = parse_infer_request(body, call.header_length)
+    return to_inputs(call.parsed, model.schema)
 
 
 def encode(
-    request: InferRequest, endpoint: Endpoint, outputs: tuple[str, ...], results: list[Any]
+    call: InferCall, endpoint: Endpoint, outputs: tuple[str, ...], results: list[Any]
 ) -> V2Answer:
+    assert call.parsed is not None, "decode runs before encode"
     head = b'{"model_name": "%s", "model_version": "%d"' % (
         endpoint.name.encode(),
         endpoint.version,
     )
-    content, header_length = encode_response(head, request, outputs, results)
+    content, header_length = encode_response(head, call.parsed, outputs, results)
     if header_length is None:
         return V2Answer(content=content, headers=endpoint.headers, binary=False)
     headers = {**endpoint.headers, "Inference-Header-Content-Length": str(header_length)}
@@ -94,7 +109,7 @@ def _respond(answer: V2Answer) -> Response:
 
 
 def _version(text: str) -> int:
-    if not text.isdigit() or int(text) < 1 or len(text) > 10:
+    if len(text) > 10 or not text.isdigit() or int(text) < 1:
         raise BadRequest(f"model version '{text[:40]}' is not a positive integer")
     return int(text)
 
@@ -102,10 +117,14 @@ def _version(text: str) -> int:
 def infer_routes(
     service: PredictService, *, max_body_bytes: int, guard: Guard = open_door
 ) -> list[Route]:
-    async def read_request(request: Request) -> InferRequest:
-        body = await read_body(request, max_body_bytes)
-        body = decompress(body, request.headers.get("content-encoding"), max_body_bytes)
-        return parse_infer_request(body, request.headers.get(HEADER_LENGTH))
+    async def read_request(request: Request) -> InferCall:
+        headers = request.headers
+        return InferCall(
+            body=await read_body(request, max_body_bytes),
+            encoding=headers.get("content-encoding"),
+            header_length=headers.get(HEADER_LENGTH),
+            limit=max_body_bytes,
+        )
 
     async def infer(request: Request) -> Response:
         try:

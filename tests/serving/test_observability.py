@@ -104,6 +104,7 @@ def test_every_predict_logs_one_json_line_with_request_model_version_and_alias(
         ("/v1/models/churn:predict", {"instances": [row()]}, ("churn", 1, "production", 200)),
         ("/invocations", {"instances": [row()]}, ("churn", 1, "production", 200)),
         ("/models/churn/predict", {"inputs": [[1.0]]}, ("churn", 1, "production", 422)),
+        ("/v2/models/churn/infer", {"inputs": []}, ("churn", 1, "production", 400)),
         ("/models/nope/predict", {"inputs": [row()]}, ("nope", None, "production", 404)),
     ]
     request_ids = []
@@ -126,7 +127,28 @@ def test_every_predict_logs_one_json_line_with_request_model_version_and_alias(
         assert line["duration_ms"] >= 0
         assert ("error" in line) is (status != 200)
     assert lines[-1]["error"] == "alias_not_found"
-    assert lines[-2]["error"] == "feature_count_mismatch"
+    assert lines[-2]["error"] == "invalid_tensor"
+    assert lines[-3]["error"] == "feature_count_mismatch"
+    metrics = serving.get("/metrics").text
+    assert (
+        'berth_serving_request_errors_total{alias="production",error="invalid_tensor",'
+        'model_name="churn",model_version="1"} 1.0'
+    ) in metrics
+
+
+def test_names_from_the_url_cannot_forge_text_log_lines(
+    churn: FakeRegistry, start_serving: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    serving = start_serving()
+    eventually(lambda: serving.get("/readyz").status_code == 200)
+    with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
+        response = serving.post("/models/a%0Afake%20line/predict", json={"input": row()})
+        assert response.status_code == 404
+        eventually(lambda: caplog.records)
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert "\n" not in message  # one line, whatever the URL held
+    assert message.startswith("predict 'a\\nfake line' via production: 404")
 
 
 def test_access_log_off_writes_no_predict_lines(
