@@ -251,6 +251,11 @@ class Spans:
         tracer = self._tracer
         if tracer is None:
             return _NO_SPAN
+        parent = trace.get_current_span()
+        if parent.get_span_context().is_valid and not parent.is_recording():
+            # The request's span was sampled out, so would its children be (parent-based
+            # sampling): skip making them. Spans with no parent (background loads) still sample.
+            return _NO_SPAN
         attributes: dict[str, str | int] = {"berth.model": model}
         if alias is not None:
             attributes["berth.alias"] = alias
