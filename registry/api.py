@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from registry import auth, presenters
+from registry import artifact_checks, auth, presenters
 from registry import repository as repo
 from registry.auth import Admin, Public, Publisher, Reader
 from registry.config import RegistrySettings
@@ -209,10 +209,12 @@ async def upload_version(
         max_file_bytes=settings.max_artifact_bytes,
         max_metadata_bytes=settings.max_metadata_bytes,
         part_bytes=settings.upload_part_bytes,
+        inspect=artifact_checks.start_inspection,
     )
     received = await receiver.receive(request)
     try:
         received.check_digest()
+        await run_in_threadpool(artifact_checks.check_upload, received)
         files = await run_in_threadpool(received.publish, database)
     finally:
         await run_in_threadpool(received.discard)
