@@ -213,7 +213,8 @@ def _bit_generator(value: Any) -> bool:
     if isinstance(value, str):
         return value in _BIT_GENERATORS
     if isinstance(value, Instance):
-        return value.cls.key in _BIT_GENERATOR_CLASSES
+        # A bit generator the stream built: numpy pickles it as __bit_generator_ctor(<class>).
+        return value.cls.key in _BIT_GENERATOR_CLASSES or value.cls.key == _BIT_GENERATOR_CTOR
     return _key(value) in _BIT_GENERATOR_CLASSES
 
 
