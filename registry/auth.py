@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -99,6 +101,27 @@ def revoke_token(session: Session, token_id: int, *, actor: str) -> Token:
 
 def list_tokens(session: Session) -> Sequence[Token]:
     return repo.list_tokens(session)
+
+
+def bootstrap_admin_token(database: Database, path: Path) -> str | None:
+    """On a first start, create an admin token and write it to `path` with mode 0600.
+
+    Returns the secret, or None when the database already holds tokens (nothing is written then:
+    an existing installation is never given a new admin by accident). The file is created with
+    0600 from the start, never widened and narrowed afterwards.
+    """
+    with database.transaction() as session:
+        if repo.count_tokens(session) > 0:
+            return None
+        _, secret = create_token(
+            session, TokenCreate(name="admin", role=Role.admin), created_by="bootstrap"
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secret + "\n")
+        os.chmod(path, 0o600)  # O_CREAT's mode is ignored for an existing file
+    return secret
 
 
 _LAST_USED_RESOLUTION = timedelta(minutes=1)

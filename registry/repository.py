@@ -154,6 +154,10 @@ def lock_blob_for_collection(session: Session, sha256: str, size: int, epoch: da
     ).one()
 
 
+def blob_claimed_at(session: Session, sha256: str) -> datetime | None:
+    return session.scalars(select(Blob.claimed_at).where(Blob.sha256 == sha256)).one_or_none()
+
+
 def blob_is_referenced(session: Session, sha256: str) -> bool:
     stmt = select(literal(1)).where(VersionFile.sha256 == sha256).limit(1)
     return session.execute(stmt).first() is not None

@@ -538,12 +538,16 @@ def collect_garbage(
         if blob.last_modified > cutoff:
             kept_young += 1
             continue
-        with database.transaction() as session:
-            row = repo.lock_blob_for_collection(session, blob.sha256, blob.size, EPOCH)
+        with database.transaction(write=not dry_run) as session:
+            if dry_run:  # decide the same way, but write nothing and lock nothing
+                claimed_at = repo.blob_claimed_at(session, blob.sha256) or EPOCH
+            else:
+                row = repo.lock_blob_for_collection(session, blob.sha256, blob.size, EPOCH)
+                claimed_at = row.claimed_at
             if repo.blob_is_referenced(session, blob.sha256):
                 kept_referenced += 1
                 continue
-            if row.claimed_at > cutoff:
+            if claimed_at > cutoff:
                 kept_young += 1
                 continue
             if not dry_run:

@@ -9,6 +9,7 @@ with 413 the moment it crosses the limit, and nothing touches local disk on the 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from collections.abc import Callable
@@ -132,6 +133,7 @@ class UploadReceiver:
         self._part_bytes = part_bytes
         self._parts: dict[str, _Part] = {}
         self._metadata: bytearray | None = None
+        self._parsed_metadata: VersionMetadata | None = None
         self._current: _Part | None = None
         self._current_is_metadata = False
         self._headers: dict[bytes, bytes] = {}
@@ -189,18 +191,20 @@ class UploadReceiver:
     def _result(self) -> ReceivedUpload:
         if PRIMARY_FILE not in self._parts:
             raise InvalidInput(f"the upload has no '{PRIMARY_FILE}' file part")
-        metadata = VersionMetadata()
-        if self._metadata is not None:
-            try:
-                metadata = VersionMetadata.model_validate_json(bytes(self._metadata))
-            except ValidationError as exc:
-                raise InvalidInput(
-                    "the metadata part is not valid: " + _summarise(exc),
-                    detail=exc.errors(
-                        include_url=False, include_context=False, include_input=False
-                    ),
-                ) from exc
+        metadata = self._parsed_metadata or VersionMetadata()
         return ReceivedUpload(metadata=metadata, files=list(self._parts.values()))
+
+    def _parse_metadata(self) -> None:
+        """Validate the metadata the moment its part ends: a bad one fails before the artifact
+        is streamed, and a declared digest lets the artifact go straight to its final key."""
+        assert self._metadata is not None
+        try:
+            self._parsed_metadata = VersionMetadata.model_validate_json(bytes(self._metadata))
+        except ValidationError as exc:
+            raise InvalidInput(
+                "the metadata part is not valid: " + _summarise(exc),
+                detail=exc.errors(include_url=False, include_context=False, include_input=False),
+            ) from exc
 
     async def _discard(self) -> None:
         # Shielded: a cancelled request must still not leave half-written temporary objects.
@@ -270,7 +274,11 @@ class UploadReceiver:
         media_type = headers.get(b"content-type", b"").decode("latin-1").strip().lower()
         if not _MEDIA_TYPE.fullmatch(media_type):
             media_type = _DEFAULT_MEDIA_TYPE
-        upload = await run_in_threadpool(self._store.begin_upload)
+        declared = self._parsed_metadata.sha256 if self._parsed_metadata else None
+        expected = declared if name == PRIMARY_FILE else None
+        upload = await run_in_threadpool(
+            functools.partial(self._store.begin_upload, expected_sha256=expected)
+        )
         inspection = self._inspect() if self._inspect is not None else None
         part = _Part(name=name, media_type=media_type, upload=upload, inspection=inspection)
         self._parts[name] = part
@@ -304,7 +312,10 @@ class UploadReceiver:
 
     async def _end_part(self) -> None:
         part, self._current = self._current, None
-        self._current_is_metadata = False
+        if self._current_is_metadata:
+            self._current_is_metadata = False
+            self._parse_metadata()
+            return
         if part is None:
             return
         if part.in_flight is not None:

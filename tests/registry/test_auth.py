@@ -166,3 +166,19 @@ def test_no_unauthenticated_registry_beyond_loopback(
     else:
         with pytest.raises(InsecureBinding, match="BERTH_ALLOW_INSECURE"):
             check_binding(settings, host)
+
+
+def test_first_start_bootstraps_one_admin_token_in_a_private_file(
+    secured: RunningRegistry, tmp_path: Path
+) -> None:
+    path = tmp_path / "data" / "admin-token"
+    secret = auth.bootstrap_admin_token(secured.db, path)
+    assert secret is not None
+    assert path.read_text().strip() == secret
+    assert path.stat().st_mode & 0o777 == 0o600
+    admin = secured.client(secret)
+    assert admin.get("/tokens").status_code == 200
+    # A second start finds tokens and creates nothing.
+    assert auth.bootstrap_admin_token(secured.db, tmp_path / "other") is None
+    assert not (tmp_path / "other").exists()
+    assert len(admin.get("/tokens").json()) == 1

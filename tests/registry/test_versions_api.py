@@ -333,3 +333,29 @@ def test_settings_default_to_the_embedded_stores(tmp_path: Path) -> None:
     settings = RegistrySettings(data_dir=tmp_path)
     assert settings.effective_database_url == f"sqlite:///{tmp_path.resolve()}/berth.db"
     assert settings.effective_artifact_store == (tmp_path / "artifacts").resolve().as_uri()
+
+
+def test_a_declared_digest_before_the_artifact_is_checked_and_stored_once(
+    registry: RunningRegistry,
+) -> None:
+    data = random_bytes(6 * 1024 * 1024)  # past one part, so S3 goes multipart
+    ok = upload(registry.api, "churn", data, metadata={"sha256": sha256(data)})
+    assert ok.status_code == 201, ok.text
+    wrong = upload(
+        registry.api, "churn", random_bytes(6 * 1024 * 1024), metadata={"sha256": "a" * 64}
+    )
+    assert_error(wrong, 422, "digest_mismatch")
+    assert [b.sha256 for b in registry.store.list_blobs()] == [sha256(data)]
+    assert list(registry.store.list_pending()) == []
+    assert version_rows(registry) == 1
+
+
+def test_bad_metadata_before_the_artifact_fails_without_storing_it(
+    registry: RunningRegistry,
+) -> None:
+    response = upload(
+        registry.api, "churn", random_bytes(6 * 1024 * 1024), metadata={"metrics": "x"}
+    )
+    assert_error(response, 422, "invalid_input")
+    assert list(registry.store.list_pending()) == []
+    assert list(registry.store.list_blobs()) == []
