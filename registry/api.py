@@ -164,10 +164,16 @@ def update_model(
 # --- versions -------------------------------------------------------------------------------
 
 
+# The upload's own limit (BERTH_MAX_ARTIFACT_BYTES, counted as the body streams) applies; the
+# app-wide JSON body limit would cut every model off at a megabyte.
+UPLOAD_BODY_LIMIT = 2**62
+
+
 @router.post(
     "/models/{name}/versions",
     status_code=201,
     tags=["versions"],
+    max_body_size=UPLOAD_BODY_LIMIT,
     openapi_extra={
         "requestBody": {
             "required": True,

@@ -13,6 +13,7 @@ import httpx
 from fastapi import FastAPI
 
 from serving.api import install_error_handlers, ops_router, predict_routes
+from serving.auth import RegistryTokens, predict_guard, reader_guard
 from serving.cache import ModelCache
 from serving.config import ServingSettings
 from serving.errors import LoadFailed
@@ -97,6 +98,16 @@ class Runtime:
             inline_max_rows=settings.inline_predict_max_rows,
         )
         self.metrics.watch(feed_lag=self.follower.lag_seconds, loaded=lambda: len(self.cache))
+        self.tokens = (
+            RegistryTokens(
+                settings.api_url,
+                timeout_seconds=settings.registry_timeout_seconds,
+                ttl_seconds=settings.token_cache_seconds,
+                transport=transport,
+            )
+            if settings.auth
+            else None
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = False
 
@@ -121,6 +132,8 @@ class Runtime:
         await self.shadower.close()
         await self.cache.close()
         await self.client.aclose()
+        if self.tokens is not None:
+            await self.tokens.aclose()
 
     # --- operations -----------------------------------------------------------------------------
 
@@ -252,11 +265,14 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runtime = runtime
+    app.state.authorize_reader = reader_guard(runtime.tokens)
     install_error_handlers(app)
     app.include_router(ops_router(runtime))
     # Predict routes first: the router tries routes in order, and matching the docs and
     # operations routes first cost about 15 us per predict.
     app.router.routes[0:0] = predict_routes(
-        runtime.service, max_body_bytes=settings.max_request_bytes
+        runtime.service,
+        max_body_bytes=settings.max_request_bytes,
+        authorize=predict_guard(runtime.tokens, anonymous=settings.anonymous_predict),
     )
     return app

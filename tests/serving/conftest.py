@@ -38,6 +38,8 @@ def serving_settings(**overrides: Any) -> ServingSettings:
         "backoff_min_seconds": 0.05,
         "backoff_max_seconds": 0.2,
         "serving_max_models": 4,
+        # Authentication is tested in tests/security; here the fake registry vouches for nobody.
+        "auth": False,
     }
     return ServingSettings(**(values | overrides))
 
