@@ -19,7 +19,8 @@ from serving.config import ServingSettings
 from serving.errors import LoadFailed
 from serving.follower import Follower, FollowerOptions
 from serving.heartbeat import Heartbeat, build_report
-from serving.loader import FailureLog, LoadedModel, Loader, LoaderOptions
+from serving.isolation import IsolatedLoader
+from serving.loader import FailureLog, LoadedModel, Loader, LoaderOptions, load_model
 from serving.metrics import ServingMetrics
 from serving.registry_client import RegistryClient
 from serving.routing import Router
@@ -53,6 +54,15 @@ class Runtime:
                 inline_max_seconds=settings.inline_predict_max_seconds,
                 timeout_seconds=settings.load_timeout_seconds,
                 concurrency=settings.load_concurrency,
+            ),
+            load=(
+                IsolatedLoader(
+                    memory_bytes=settings.load_memory_bytes,
+                    cpu_seconds=settings.load_cpu_seconds,
+                    wall_seconds=settings.load_timeout_seconds,
+                )
+                if settings.load_isolation
+                else load_model
             ),
             on_loaded=self._loaded,
             on_failure=self._failed,

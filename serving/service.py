@@ -32,6 +32,7 @@ from serving.errors import (
     VersionNotFound,
 )
 from serving.inputs import parse_body
+from serving.limits import check_json
 from serving.loader import LoadedModel
 from serving.metrics import EndpointMetrics, ServingMetrics
 from serving.routing import Router
@@ -230,6 +231,8 @@ class PredictService:
 
 def _parse_json(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        parsed = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise MalformedBody(f"the body is not valid JSON: {exc}"[:300], detail={}) from exc
+    check_json(parsed)
+    return parsed
