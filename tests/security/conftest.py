@@ -30,7 +30,11 @@ def secured_registry(sqlite_backend: Backend, tmp_path: Path) -> Iterator[Runnin
 
 
 def make_token(
-    registry: RunningRegistry, role: Role, *, name: str | None = None, models: list[str] | None = None
+    registry: RunningRegistry,
+    role: Role,
+    *,
+    name: str | None = None,
+    models: list[str] | None = None,
 ) -> tuple[int, str]:
     with registry.db.transaction() as session:
         row, secret = auth.create_token(

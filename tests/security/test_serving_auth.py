@@ -34,9 +34,7 @@ def stack(
     secured_registry: RunningRegistry, start_serving: Callable[..., RunningServing]
 ) -> tuple[RunningRegistry, RunningServing, dict[str, str]]:
     registry = secured_registry
-    tokens = {
-        role.value: make_token(registry, role)[1] for role in (Role.reader, Role.publisher)
-    }
+    tokens = {role.value: make_token(registry, role)[1] for role in (Role.reader, Role.publisher)}
     tokens["admin"] = make_token(registry, Role.admin)[1]
     tokens["scoped"] = make_token(registry, Role.reader, name="fraud-only", models=["fraud"])[1]
     publisher = registry.client(tokens["publisher"])
