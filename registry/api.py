@@ -439,9 +439,14 @@ async def alias_rollout(
     revision: Annotated[int | None, Query(ge=1, description="Default: the current one.")] = None,
     wait: Annotated[float, Query(ge=0, le=600, description="Seconds to wait for it.")] = 0,
 ) -> Rollout:
-    """Which live replicas serve which revision; with `wait`, returns once all serve it."""
+    """Which live replicas serve which revision; with `wait`, returns once all serve it.
+
+    A wait is bounded by BERTH_FEED_MAX_WAIT_SECONDS, as the change feed's is: past it the answer
+    says `converged: false` and the client asks again, so no request holds a connection for the
+    ten minutes `wait` allows.
+    """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
+    deadline = loop.time() + min(wait, settings.feed_max_wait_seconds)
     signal = request.app.state.replica_signal
 
     def read() -> Rollout:
