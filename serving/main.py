@@ -22,6 +22,7 @@ from serving.heartbeat import Heartbeat, build_report
 from serving.isolation import IsolatedLoader
 from serving.loader import FailureLog, LoadedModel, Loader, LoaderOptions, load_model
 from serving.metrics import ServingMetrics
+from serving.openapi import describe_predict
 from serving.registry_client import RegistryClient
 from serving.routing import Router
 from serving.service import PredictService
@@ -280,6 +281,7 @@ def create_app(
     app.include_router(ops_router(runtime))
     # Predict routes first: the router tries routes in order, and matching the docs and
     # operations routes first cost about 15 us per predict.
+    describe_predict(app)
     app.router.routes[0:0] = predict_routes(
         runtime.service,
         max_body_bytes=settings.max_request_bytes,
