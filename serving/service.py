@@ -40,6 +40,9 @@ from serving.shadow import Shadower
 
 logger = logging.getLogger(__name__)
 
+MAX_VERSION = 2**31 - 1
+"""The largest version number the registry's contract allows (`registry.schemas.VersionNumber`)."""
+
 _NAME = re.compile(NAME_PATTERN)
 
 RESPONSE_KEYS = {"predict": "predictions"}
@@ -165,7 +168,9 @@ class PredictService:
             if model is None:
                 if not _NAME.match(name):
                     raise ModelNotFound(name)
-                if version < 1:
+                # Past the registry's range no version can exist; asking it would record a
+                # load failure, and the heartbeat carrying that failure would then be refused.
+                if not 1 <= version <= MAX_VERSION:
                     raise VersionNotFound(name, version)
                 model = await self._cache.get_or_load(name, version)
             inputs, outputs = parse_body(_parse_json(body), model.schema)
