@@ -139,7 +139,13 @@ def list_models(
     principal: Reader,
     limit: Limit = 50,
     cursor: Cursor = None,
-    prefix: Annotated[str | None, Query(max_length=128, description="Name prefix.")] = None,
+    prefix: Annotated[
+        str | None,
+        Query(
+            pattern=r"^([a-z0-9][a-z0-9._-]{0,127})?$",
+            description="Name prefix: a name's first letters.",
+        ),
+    ] = None,
     tag: Annotated[str | None, Query(max_length=256, description="`key=value`.")] = None,
 ) -> Page[ModelOut]:
     models, next_cursor = RegistryService(session, actor=principal.actor).list_models(

@@ -94,6 +94,9 @@ def create_app(
         version=VERSION,
         summary="Immutable model versions, aliases with history, and a change feed.",
         lifespan=lifespan,
+        # A path is one of the API's or a 404: no redirect that echoes the request's own
+        # segments (`/models/../` → `/models/..`) back to the client.
+        redirect_slashes=False,
         responses={
             400: {"model": ErrorBody},
             401: {"model": ErrorBody},
