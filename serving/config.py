@@ -115,8 +115,9 @@ class ServingSettings(BaseSettings):
     )
     load_memory_bytes: int = Field(
         default=4096 * MiB,
-        ge=256 * MiB,
-        description="Address-space limit of that child: a model that needs more is refused.",
+        ge=64 * MiB,
+        description="Memory that child may map to load a model (beyond the libraries it starts "
+        "with): a model that needs more is refused.",
     )
     load_cpu_seconds: int = Field(
         default=120, ge=1, description="CPU-time limit of that child: a load that spins is killed."

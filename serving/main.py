@@ -41,6 +41,15 @@ class Runtime:
         self.started_at = datetime.now(UTC)
         self.metrics = ServingMetrics()
         self.failures = FailureLog()
+        self.isolation = (
+            IsolatedLoader(
+                memory_bytes=settings.load_memory_bytes,
+                cpu_seconds=settings.load_cpu_seconds,
+                wall_seconds=settings.load_timeout_seconds,
+            )
+            if settings.load_isolation
+            else None
+        )
         token = settings.registry_token.get_secret_value() if settings.registry_token else None
         self.client = RegistryClient(
             settings.api_url,
@@ -56,15 +65,7 @@ class Runtime:
                 timeout_seconds=settings.load_timeout_seconds,
                 concurrency=settings.load_concurrency,
             ),
-            load=(
-                IsolatedLoader(
-                    memory_bytes=settings.load_memory_bytes,
-                    cpu_seconds=settings.load_cpu_seconds,
-                    wall_seconds=settings.load_timeout_seconds,
-                )
-                if settings.load_isolation
-                else load_model
-            ),
+            load=self.isolation or load_model,
             on_loaded=self._loaded,
             on_failure=self._failed,
         )
@@ -145,6 +146,8 @@ class Runtime:
         await self.client.aclose()
         if self.tokens is not None:
             await self.tokens.aclose()
+        if self.isolation is not None:
+            await asyncio.to_thread(self.isolation.close)
 
     # --- operations -----------------------------------------------------------------------------
 

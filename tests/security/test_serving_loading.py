@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,12 @@ from tests.security.conftest import RunningServing, wait_for
 from tests.security.corpus import honest_zoo, hostile_corpus
 from tests.serving.fakes import FakeRegistry
 
-ISOLATED = IsolatedLoader(memory_bytes=1024 * 1024 * 1024, cpu_seconds=2, wall_seconds=60)
+
+@pytest.fixture(scope="module")
+def isolated() -> Iterator[IsolatedLoader]:
+    loader = IsolatedLoader(memory_bytes=1024 * 1024 * 1024, cpu_seconds=2, wall_seconds=60)
+    yield loader
+    loader.close()
 
 
 def _stack_global(module: str, name: str) -> bytes:
@@ -56,7 +61,9 @@ def cpu_hang() -> bytes:
     return head + b"(" + b"h\x03h\x02\x85R" * 100_000 + b"l."
 
 
-def _load_through_serving(data: bytes, flavor: str, tmp_path: Path) -> LoadFailed:
+def _load_through_serving(
+    data: bytes, flavor: str, tmp_path: Path, isolated: IsolatedLoader
+) -> LoadFailed:
     """Hand `data` to serving's Loader as if the registry held it (a pre-scanner artifact, a
     registry with the check switched off): serving must refuse it on its own."""
     fake = FakeRegistry()
@@ -69,7 +76,7 @@ def _load_through_serving(data: bytes, flavor: str, tmp_path: Path) -> LoadFaile
             timeout_seconds=10,
             transport=httpx.ASGITransport(fake.app),
         )
-        loader = Loader(client, options=LoaderOptions(download_dir=tmp_path), load=ISOLATED)
+        loader = Loader(client, options=LoaderOptions(download_dir=tmp_path), load=isolated)
         try:
             with pytest.raises(LoadFailed) as failed:
                 await loader.load("victim", 1)
@@ -80,12 +87,14 @@ def _load_through_serving(data: bytes, flavor: str, tmp_path: Path) -> LoadFaile
     return asyncio.run(load())
 
 
-def test_every_hostile_artifact_is_refused_at_load_and_runs_nothing(tmp_path: Path) -> None:
+def test_every_hostile_artifact_is_refused_at_load_and_runs_nothing(
+    tmp_path: Path, isolated: IsolatedLoader
+) -> None:
     markers = tmp_path / "markers"
     markers.mkdir()
     wrong = []
     for case in hostile_corpus(markers):
-        failure = _load_through_serving(case.data, case.flavor, tmp_path)
+        failure = _load_through_serving(case.data, case.flavor, tmp_path, isolated)
         named = case.global_name is None or case.global_name in failure.reason
         if failure.stage != "inspect" or not named:
             wrong.append((case.name, failure.stage, failure.reason))
@@ -93,18 +102,26 @@ def test_every_hostile_artifact_is_refused_at_load_and_runs_nothing(tmp_path: Pa
     assert list(markers.iterdir()) == []
 
 
-def test_a_model_that_eats_memory_on_load_is_killed_in_its_child(tmp_path: Path) -> None:
+def test_a_model_that_eats_memory_on_load_is_killed_in_its_child(
+    tmp_path: Path, isolated: IsolatedLoader
+) -> None:
     path = tmp_path / "bomb.joblib"
     path.write_bytes(memory_bomb())
     with pytest.raises(IsolatedLoadFailed, match="memory limit"):
-        ISOLATED(path, "sklearn")
+        isolated(path, "sklearn")
 
 
-def test_a_model_that_spins_on_load_is_killed_in_its_child(tmp_path: Path) -> None:
+def test_a_model_that_spins_on_load_is_killed_in_its_child(
+    tmp_path: Path, isolated: IsolatedLoader
+) -> None:
     path = tmp_path / "hang.joblib"
     path.write_bytes(cpu_hang())
     with pytest.raises(IsolatedLoadFailed, match="CPU limit"):
-        ISOLATED(path, "sklearn")
+        isolated(path, "sklearn")
+    # The zygote outlives its children: the next load is served.
+    honest = tmp_path / "honest.joblib"
+    honest.write_bytes(honest_zoo()[0].data)
+    assert "predict" in isolated(honest, "sklearn").methods
 
 
 def test_the_loading_child_gets_no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
