@@ -41,8 +41,9 @@ class Limits:
     max_line_bytes: int = 16 * MiB
     max_nesting: int = 8
     max_array_bytes: int = 1 << 40
-    max_expanded_bytes: int = 1 << 38
-    """How far a compressed artifact may expand (256 GiB): past it, a decompression bomb."""
+    max_expanded_bytes: int = 1 << 35
+    """How far a compressed artifact may expand (32 GiB): past it, a decompression bomb. Also
+    bounds the CPU a hostile upload can make the registry spend decompressing."""
 
 
 DEFAULT_LIMITS = Limits()
