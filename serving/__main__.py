@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from serving.auth import InsecureBinding, check_binding
 from serving.config import ServingSettings
 from serving.main import create_app
 from serving.observability import configure_logging
@@ -49,6 +50,10 @@ def main(argv: list[str] | None = None) -> None:
         # Through the environment, so worker processes read the same setting.
         os.environ["BERTH_LOG_LEVEL"] = args.log_level.lower()
     settings = ServingSettings()
+    try:
+        check_binding(auth=settings.auth, allow_insecure=settings.allow_insecure, host=args.host)
+    except InsecureBinding as exc:
+        raise SystemExit(f"error: {exc}") from exc
     configure_logging(
         level=settings.log_level,
         json_lines=settings.log_format == "json",

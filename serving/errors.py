@@ -41,6 +41,17 @@ class InvalidTensor(BadRequest):
     code = "invalid_tensor"
 
 
+# 401 / 403
+
+
+class Unauthenticated(ServingError):
+    code = "unauthenticated"
+
+
+class Forbidden(ServingError):
+    code = "forbidden"
+
+
 # 404
 
 
@@ -173,6 +184,8 @@ HTTP_STATUS: dict[str, int] = {
     "bad_request": 400,
     "malformed_body": 400,
     "invalid_tensor": 400,
+    "unauthenticated": 401,
+    "forbidden": 403,
     "not_found": 404,
     "model_not_found": 404,
     "version_not_found": 404,

@@ -14,12 +14,14 @@ import httpx
 from fastapi import FastAPI
 
 from serving.api import PREDICT_SUMMARIES, install_error_handlers, ops_router, predict_routes
+from serving.auth import RegistryTokens, predict_guard, reader_guard
 from serving.cache import ModelCache
 from serving.config import ServingSettings
 from serving.errors import LoadFailed, ServingError
 from serving.follower import Follower, FollowerOptions
 from serving.heartbeat import Heartbeat, build_report
-from serving.loader import FailureLog, LoadedModel, Loader, LoaderOptions
+from serving.isolation import IsolatedLoader
+from serving.loader import FailureLog, LoadedModel, Loader, LoaderOptions, load_model
 from serving.metrics import ServingMetrics
 from serving.observability import (
     RequestIdMiddleware,
@@ -27,6 +29,7 @@ from serving.observability import (
     configure_logging,
     tracer_provider_from_environment,
 )
+from serving.openapi import document_auth
 from serving.protocols import hot_routes
 from serving.protocols import router as protocol_router
 from serving.protocols.schemas import protocols_openapi
@@ -64,6 +67,15 @@ class Runtime:
         self.started_at = datetime.now(UTC)
         self.metrics = ServingMetrics()
         self.failures = FailureLog()
+        self.isolation = (
+            IsolatedLoader(
+                memory_bytes=settings.load_memory_bytes,
+                cpu_seconds=settings.load_cpu_seconds,
+                wall_seconds=settings.load_timeout_seconds,
+            )
+            if settings.load_isolation
+            else None
+        )
         token = settings.registry_token.get_secret_value() if settings.registry_token else None
         self.client = RegistryClient(
             settings.api_url,
@@ -79,6 +91,7 @@ class Runtime:
                 timeout_seconds=settings.load_timeout_seconds,
                 concurrency=settings.load_concurrency,
             ),
+            load=self.isolation or load_model,
             on_loaded=self._loaded,
             on_failure=self._failed,
         )
@@ -128,6 +141,16 @@ class Runtime:
             loaded=lambda: len(self.cache),
             routes=lambda: self.router.table,
         )
+        self.tokens = (
+            RegistryTokens(
+                settings.api_url,
+                timeout_seconds=settings.registry_timeout_seconds,
+                ttl_seconds=settings.token_cache_seconds,
+                transport=transport,
+            )
+            if settings.auth
+            else None
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = False
 
@@ -165,6 +188,10 @@ class Runtime:
         await self.shadower.close()
         await self.cache.close()
         await self.client.aclose()
+        if self.tokens is not None:
+            await self.tokens.aclose()
+        if self.isolation is not None:
+            await asyncio.to_thread(self.isolation.close)
         self.metrics.close()
 
     # --- operations -----------------------------------------------------------------------------
@@ -324,18 +351,24 @@ def create_app(
         ),
     )
     app.state.runtime = runtime
+    app.state.authorize_reader = reader_guard(runtime.tokens)
+    # Every protocol's model routes take the same guard as Berth's own predict routes.
+    guard = predict_guard(runtime.tokens, anonymous=settings.anonymous_predict)
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(ops_router(runtime))
-    app.include_router(protocol_router(runtime, server_version=berth_version()))
+    app.include_router(protocol_router(runtime, server_version=berth_version(), guard=guard))
     # Predict routes first: the router tries routes in order, and matching the docs and
     # operations routes first cost about 15 us per predict. The other protocols' inference
     # routes come next, before every FastAPI route, for the same reason.
     app.router.routes[0:0] = [
-        *predict_routes(runtime.service, max_body_bytes=settings.max_request_bytes),
-        *hot_routes(runtime),
+        *predict_routes(
+            runtime.service, max_body_bytes=settings.max_request_bytes, authorize=guard
+        ),
+        *hot_routes(runtime, guard=guard),
     ]
     _document_predict_routes(app)
+    document_auth(app)
     return app
 
 

@@ -37,6 +37,7 @@ from serving.errors import (
     VersionNotFound,
 )
 from serving.inputs import DEFAULT_OUTPUTS, parse_body, parse_csv
+from serving.limits import check_json
 from serving.loader import LoadedModel
 from serving.metrics import EndpointMetrics, ServingMetrics
 from serving.observability import PredictLog, Spans
@@ -44,6 +45,9 @@ from serving.routing import Router
 from serving.shadow import Shadower
 
 logger = logging.getLogger(__name__)
+
+MAX_VERSION = 2**31 - 1
+"""The largest version number the registry's contract allows (`registry.schemas.VersionNumber`)."""
 
 _NAME = re.compile(NAME_PATTERN)
 
@@ -261,7 +265,9 @@ class PredictService:
         if model is None:
             if not _NAME.match(name):
                 raise ModelNotFound(name)
-            if version < 1:
+            # Past the registry's range no version can exist; asking it would record a
+            # load failure, and the heartbeat carrying that failure would then be refused.
+            if not 1 <= version <= MAX_VERSION:
                 raise VersionNotFound(name, version)
             model = await self._cache.get_or_load(name, version)
         return model
@@ -310,9 +316,11 @@ class PredictService:
 
 def parse_json(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        parsed = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise MalformedBody(f"the body is not valid JSON: {exc}"[:300], detail={}) from exc
+    check_json(parsed)
+    return parsed
 
 
 def decode_json(body: bytes, model: LoadedModel) -> tuple[Inputs, tuple[str, ...]]:

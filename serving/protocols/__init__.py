@@ -42,5 +42,5 @@ def router(runtime: Runtime, *, server_version: str, guard: Guard = open_door) -
     combined = APIRouter()
     combined.include_router(v2.router(runtime, server_version=server_version, guard=guard))
     combined.include_router(kserve.router(runtime.service, guard=guard))
-    combined.include_router(mlflow.router(runtime, server_version=server_version))
+    combined.include_router(mlflow.router(runtime, server_version=server_version, guard=guard))
     return combined

@@ -6,7 +6,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 
+from serving.errors import ServingError, status_of
 from serving.service import Answer, Endpoint, encode_outputs
 
 Guard = Callable[[Request], Awaitable[None]]
@@ -16,6 +18,13 @@ here, so every protocol's routes are guarded exactly as Berth's own predict rout
 
 async def open_door(request: Request) -> None:
     """The guard of a serving app without authentication."""
+
+
+def error_response(error: ServingError, body: dict[str, Any]) -> JSONResponse:
+    """A protocol's error body with Berth's status (and the bearer challenge on a 401)."""
+    status = status_of(error)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def encode_predictions(

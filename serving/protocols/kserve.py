@@ -17,20 +17,23 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from registry.schemas import Role
 from serving.api import ROUTING_KEY_HEADER, read_body
-from serving.errors import AliasNotFound, ServingError, status_of
-from serving.protocols.common import Guard, encode_predictions, open_door
+from serving.auth import declare
+from serving.errors import AliasNotFound, ServingError
+from serving.protocols.common import Guard, encode_predictions, error_response, open_door
 from serving.protocols.schemas import ModelReadyOut, ModelsOut, V1Error
 from serving.service import PredictService, decode_json
 
 
 def v1_error(error: ServingError) -> JSONResponse:
-    return JSONResponse({"error": error.message}, status_code=status_of(error))
+    return error_response(error, {"error": error.message})
 
 
 def predict_routes(
     service: PredictService, *, max_body_bytes: int, guard: Guard = open_door
 ) -> list[Route]:
+    @declare(Role.reader.value)
     async def predict(request: Request) -> Response:
         try:
             await guard(request)
@@ -53,7 +56,15 @@ def predict_routes(
 def router(service: PredictService, *, guard: Guard = open_door) -> APIRouter:
     api = APIRouter(prefix="/v1", tags=["kserve v1"])
 
-    @api.get("/models", response_model=ModelsOut)
+    @api.get(
+        "/models",
+        response_model=ModelsOut,
+        responses={
+            401: {"model": V1Error, "description": "No bearer token, or one not vouched for."},
+            503: {"model": V1Error, "description": "The registry is unreachable."},
+        },
+    )
+    @declare(Role.reader.value)
     async def models(request: Request) -> Response:
         """The models whose default alias this replica serves."""
         try:
@@ -68,10 +79,13 @@ def router(service: PredictService, *, guard: Guard = open_door) -> APIRouter:
         "/models/{name}",
         response_model=ModelReadyOut,
         responses={
+            401: {"model": V1Error, "description": "No bearer token, or one not vouched for."},
+            403: {"model": V1Error, "description": "The token may not call this model."},
             404: {"model": V1Error, "description": "No such model (or no default alias)."},
             503: {"model": ModelReadyOut, "description": "No version loaded yet."},
         },
     )
+    @declare(Role.reader.value)
     async def model_ready(name: str, request: Request) -> Response:
         """Ready when the default alias of the model serves a loaded version."""
         try:

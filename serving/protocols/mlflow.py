@@ -21,11 +21,14 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from registry.schemas import Role
 from serving.api import ROUTING_KEY_HEADER, is_csv, read_body
+from serving.auth import PUBLIC, declare
 from serving.errors import NotFound, ServingError, status_of
 from serving.inputs import parse_body
 from serving.loader import LoadedModel
-from serving.protocols.common import Guard, encode_predictions, open_door
+from serving.protocols.common import Guard, encode_predictions, error_response, open_door
+from serving.protocols.schemas import MlflowError
 from serving.service import Inputs, PredictService, decode_csv, parse_json
 
 if TYPE_CHECKING:
@@ -46,11 +49,8 @@ ERROR_CODES: Final = {
 
 
 def mlflow_error(error: ServingError) -> JSONResponse:
-    status = status_of(error)
-    return JSONResponse(
-        {"error_code": ERROR_CODES.get(status, "INTERNAL_ERROR"), "message": error.message},
-        status_code=status,
-    )
+    code = ERROR_CODES.get(status_of(error), "INTERNAL_ERROR")
+    return error_response(error, {"error_code": code, "message": error.message})
 
 
 def decode_mlflow_json(body: bytes, model: LoadedModel) -> tuple[Inputs, tuple[str, ...]]:
@@ -85,16 +85,25 @@ def invocation_routes(
             return mlflow_error(exc)
         return Response(answer.content, media_type="application/json", headers=answer.headers)
 
+    @declare(Role.reader.value)
     async def invocations(request: Request) -> Response:
         if default_model is None:
+            try:
+                # Authenticated first: without a token, no answer says anything else.
+                await guard(request)
+            except ServingError as exc:
+                return mlflow_error(exc)
             return mlflow_error(
                 NotFound(
                     "no default model: set BERTH_DEFAULT_MODEL, or POST to "
                     "/models/{name}/invocations"
                 )
             )
+        # The guard checks the caller may call the model in the path; here that is the default.
+        request.path_params["name"] = default_model
         return await invoke(request, default_model)
 
+    @declare(Role.reader.value)
     async def model_invocations(request: Request) -> Response:
         return await invoke(request, request.path_params["name"])
 
@@ -104,11 +113,13 @@ def invocation_routes(
     ]
 
 
-def router(runtime: Runtime, *, server_version: str) -> APIRouter:
+def router(runtime: Runtime, *, server_version: str, guard: Guard = open_door) -> APIRouter:
     api = APIRouter(tags=["mlflow scoring"])
     default_model = runtime.settings.default_model
     service = runtime.service
 
+    # Public, as /healthz is: MLflow's client pings without credentials.
+    @declare(PUBLIC)
     async def ping() -> Response:
         """200 once serving is ready and, when configured, the default model is loaded."""
         ready, detail = runtime.readiness()
@@ -123,9 +134,21 @@ def router(runtime: Runtime, *, server_version: str) -> APIRouter:
     )
     api.add_api_route("/health", ping, methods=["GET"], include_in_schema=False)
 
-    @api.get("/version", response_class=PlainTextResponse)
-    async def version() -> str:
+    @api.get(
+        "/version",
+        response_class=PlainTextResponse,
+        responses={
+            401: {"model": MlflowError, "description": "No bearer token, or one not vouched for."},
+            503: {"model": MlflowError, "description": "The registry is unreachable."},
+        },
+    )
+    @declare(Role.reader.value)
+    async def version(request: Request) -> Response:
         """The Berth version serving (MLflow's server answers its own version here)."""
-        return server_version
+        try:
+            await guard(request)
+        except ServingError as exc:
+            return mlflow_error(exc)
+        return PlainTextResponse(server_version)
 
     return api

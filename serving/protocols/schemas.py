@@ -198,6 +198,17 @@ _HEADER_LENGTH = {
 }
 
 
+_AUTH = {
+    "401": "No bearer token, or one not vouched for.",
+    "403": "The token may not call this model.",
+}
+_FAILURES = {
+    "500": "The model failed on accepted input.",
+    "502": "The registry refused serving.",
+    "503": "No version loaded yet, or the registry is unreachable.",
+}
+
+
 def protocols_openapi() -> tuple[dict[str, Any], dict[str, Any]]:
     """OpenAPI path items for the protocols' inference routes and the schemas they reference."""
     components: dict[str, Any] = {}
@@ -216,9 +227,11 @@ def protocols_openapi() -> tuple[dict[str, Any], dict[str, Any]]:
         OipError,
         {
             "400": "A tensor contradicts itself (shape, datatype, data, binary sizes).",
+            **_AUTH,
             "404": "Unknown model, alias or version.",
+            "413": "Body too large (or too large once decompressed).",
             "422": "The tensors do not fit the version's signature.",
-            "503": "The version could not be loaded yet.",
+            **_FAILURES,
         },
     )
 
@@ -283,9 +296,11 @@ def protocols_openapi() -> tuple[dict[str, Any], dict[str, Any]]:
                         error,
                         {
                             "400": "Malformed body.",
+                            **_AUTH,
                             "404": "Unknown model or no default alias.",
+                            "413": "Body too large.",
                             "422": "Input does not match the version's signature.",
-                            "503": "No version loaded yet.",
+                            **_FAILURES,
                         },
                     ),
                 },

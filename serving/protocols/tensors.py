@@ -39,6 +39,7 @@ from serving.errors import (
     UnsupportedOutput,
 )
 from serving.inputs import DEFAULT_OUTPUTS, OUTPUT_METHODS, InputSchema, untyped_rows
+from serving.limits import check_json
 
 NUMPY: Final[Mapping[str, np.dtype[Any]]] = {
     "BOOL": np.dtype(np.bool_),
@@ -249,6 +250,8 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         payload = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise MalformedBody(f"the inference request is not valid JSON: {exc}"[:300]) from exc
+    # The same bounds as every predict body: nesting depth and items per array.
+    check_json(payload)
     if type(payload) is not dict:
         raise InvalidTensor("the inference request must be a JSON object with 'inputs'")
     raw_inputs = payload.get("inputs")

@@ -26,10 +26,12 @@ from fastapi import APIRouter, Header, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from registry.schemas import Role
 from serving.api import ROUTING_KEY_HEADER, read_body
+from serving.auth import PUBLIC, declare
 from serving.errors import AliasNotFound, BadRequest, ModelUnavailable, ServingError, status_of
 from serving.loader import LoadedModel
-from serving.protocols.common import Guard, open_door
+from serving.protocols.common import Guard, error_response, open_door
 from serving.protocols.schemas import (
     LiveOut,
     ModelMetadata,
@@ -60,7 +62,7 @@ logger = logging.getLogger(__name__)
 
 
 def oip_error(error: ServingError) -> JSONResponse:
-    return JSONResponse({"error": error.message}, status_code=status_of(error))
+    return error_response(error, {"error": error.message})
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +128,7 @@ def infer_routes(
             limit=max_body_bytes,
         )
 
+    @declare(Role.reader.value)
     async def infer(request: Request) -> Response:
         try:
             await guard(request)
@@ -142,6 +145,7 @@ def infer_routes(
             return oip_error(exc)
         return _respond(answer)
 
+    @declare(Role.reader.value)
     async def infer_version(request: Request) -> Response:
         try:
             await guard(request)
@@ -228,8 +232,11 @@ def _versions_router(runtime: Runtime, guard: Guard) -> APIRouter:
         code: {"model": OipError, "description": text}
         for code, text in (
             (400, "Malformed version."),
+            (401, "No bearer token, or one not vouched for."),
+            (403, "The token may not call this model."),
             (404, "Unknown model, alias or version."),
-            (503, "Not loaded (yet)."),
+            (502, "The registry refused serving."),
+            (503, "Not loaded (yet), or the registry is unreachable."),
         )
     }
     router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"], responses=errors)
@@ -266,6 +273,7 @@ def _versions_router(runtime: Runtime, guard: Guard) -> APIRouter:
         ).model_dump()
 
     @router.get("/models/{name}", response_model=ModelMetadata)
+    @declare(Role.reader.value)
     async def model_metadata(
         name: str,
         request: Request,
@@ -282,6 +290,7 @@ def _versions_router(runtime: Runtime, guard: Guard) -> APIRouter:
         return JSONResponse(body)
 
     @router.get("/models/{name}/versions/{version}", response_model=ModelMetadata)
+    @declare(Role.reader.value)
     async def version_metadata(name: str, version: str, request: Request) -> Response:
         """Metadata of a pinned version (loaded first if it is not in memory)."""
         try:
@@ -293,6 +302,7 @@ def _versions_router(runtime: Runtime, guard: Guard) -> APIRouter:
         return JSONResponse(body)
 
     @router.get("/models/{name}/ready", response_model=ModelReadyOut)
+    @declare(Role.reader.value)
     async def model_ready(name: str, request: Request) -> Response:
         """200 when the default alias of the model serves a loaded version, else 503."""
         try:
@@ -305,6 +315,7 @@ def _versions_router(runtime: Runtime, guard: Guard) -> APIRouter:
         return JSONResponse({"name": name, "ready": True})
 
     @router.get("/models/{name}/versions/{version}/ready", response_model=ModelReadyOut)
+    @declare(Role.reader.value)
     async def version_ready(name: str, version: str, request: Request) -> Response:
         """200 once the pinned version is loaded; asking loads it, as a first infer would."""
         try:
@@ -323,12 +334,27 @@ def router(runtime: Runtime, *, server_version: str, guard: Guard = open_door) -
     """The V2 metadata and health routes."""
     top = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 
-    @top.get("", response_model=ServerMetadata)
-    async def server_metadata() -> dict[str, Any]:
+    @top.get(
+        "",
+        response_model=ServerMetadata,
+        responses={
+            401: {"model": OipError, "description": "No bearer token, or one not vouched for."},
+            503: {"model": OipError, "description": "The registry is unreachable."},
+        },
+    )
+    @declare(Role.reader.value)
+    async def server_metadata(request: Request) -> Response:
         """Server name, version and the protocol extensions it supports."""
-        return {"name": "berth", "version": server_version, "extensions": ["binary_tensor_data"]}
+        try:
+            await guard(request)
+        except ServingError as exc:
+            return oip_error(exc)
+        body = {"name": "berth", "version": server_version, "extensions": ["binary_tensor_data"]}
+        return JSONResponse(body)
 
+    # Health is public, as /healthz and /readyz are: orchestrators probe without tokens.
     @top.get("/health/live", response_model=LiveOut)
+    @declare(PUBLIC)
     async def live() -> dict[str, bool]:
         """The process answers."""
         return {"live": True}
@@ -338,6 +364,7 @@ def router(runtime: Runtime, *, server_version: str, guard: Guard = open_door) -
         response_model=ReadyOut,
         responses={503: {"model": ReadyOut, "description": "Not ready yet."}},
     )
+    @declare(PUBLIC)
     async def ready() -> Response:
         """Ready once the default aliases of the first routing snapshot are loaded."""
         is_ready, _ = runtime.readiness()

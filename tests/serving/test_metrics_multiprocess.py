@@ -36,6 +36,9 @@ def serving_env(registry_url: str, metrics_dir: Path | None) -> dict[str, str]:
         "BERTH_FEED_WAIT_SECONDS": "1",
         "BERTH_HEARTBEAT_SECONDS": "0.3",
         "BERTH_LOG_FORMAT": "text",
+        # Authentication and isolated loading have their own tests (tests/security).
+        "BERTH_AUTH": "false",
+        "BERTH_LOAD_ISOLATION": "false",
     }
     if metrics_dir is not None:
         env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)

@@ -21,6 +21,7 @@ from serving.errors import (
     FeatureTypeMismatch,
     InvalidInput,
     InvalidTensor,
+    MalformedBody,
     PayloadTooLarge,
     ServingError,
     UnsupportedOutput,
@@ -230,6 +231,14 @@ def test_a_binary_size_that_is_not_a_whole_number_of_elements_is_refused() -> No
     text = json.dumps(header).encode()
     with pytest.raises(InvalidTensor, match="needs 8 bytes"):
         parse_infer_request(text + b"\0" * 7, header_length=str(len(text)))
+
+
+def test_a_header_nested_past_the_predict_bound_is_refused() -> None:
+    deep: Any = [1.0]
+    for _ in range(40):
+        deep = [deep]
+    with pytest.raises(MalformedBody, match="nests deeper"):
+        parse_infer_request(json_body(("x", "FP64", deep, [1] * 41)), header_length=None)
 
 
 def test_compressed_bodies_inflate_within_the_limit_only() -> None:
