@@ -334,6 +334,9 @@ def create_app(
         description="Predictions from the versions the registry's aliases point at, in Berth's "
         "own JSON, the Open Inference Protocol (V2), KServe V1 and MLflow's scoring protocol.",
         lifespan=lifespan,
+        # A path is one of the API's or a 404: no redirect that echoes the request's own
+        # segments (`/v2/models/../` → `/v2/models/..`) back to the client, as in the registry.
+        redirect_slashes=False,
         # FastAPI's native OpenTelemetry makes the server span of every request (W3C context
         # in, route and status on the span) once it has a provider; without one it would look
         # up the global providers on every request (about 5 us), so it stays off.

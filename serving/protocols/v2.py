@@ -277,12 +277,12 @@ def _versions_router(runtime: Runtime, guard: Guard) -> APIRouter:
     async def model_metadata(
         name: str,
         request: Request,
-        x_routing_key: Annotated[str | None, Header()] = None,
+        routing_key: Annotated[str | None, Header(alias="X-Routing-Key")] = None,
     ) -> Response:
         """Metadata of the version the default alias routes to (for this routing key)."""
         try:
             await guard(request)
-            model, alias = alias_model(name, x_routing_key)
+            model, alias = alias_model(name, routing_key)
             route = service.router.table[(name, alias)]
             body = await metadata(model, alias, [v for v, w in route.weights if w > 0])
         except ServingError as exc:

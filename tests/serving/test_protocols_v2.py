@@ -198,6 +198,11 @@ def test_infer_follows_the_split_and_the_routing_key(
     seen = {key: version(key) for key in (f"user-{i}" for i in range(40))}
     assert set(seen.values()) == {"1", "2"}
     assert all(version(key) == answered for key, answered in seen.items())
+    # Metadata describes the variant the same key lands on.
+    for key, answered in list(seen.items())[:10]:
+        meta = client.get_model_metadata("churn", headers={"X-Routing-Key": key})
+        assert meta["parameters"]["version"] == answered
+    assert client.get_model_metadata("churn")["versions"] == ["1", "2"]
 
 
 def test_int_signature_takes_int64_and_refuses_floats(
