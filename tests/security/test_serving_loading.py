@@ -175,8 +175,11 @@ def test_the_honest_zoo_is_served_correctly_with_isolated_loading(
     with serving.client() as client:
 
         def all_loaded() -> bool:
-            loaded = {m["model"] for m in client.get("/status").json()["loaded"]}
-            return loaded == {case.name for case in zoo}
+            # Served, not only loaded: a version is in memory a moment before its alias swaps.
+            status = client.get("/status").json()
+            loaded = {m["model"] for m in status["loaded"]}
+            routed = {a["model"] for a in status["aliases"] if a["revision"] is not None}
+            return loaded == routed == {case.name for case in zoo}
 
         wait_for(all_loaded, within=120)
         for case in zoo:
