@@ -8,6 +8,7 @@ reaches past HTTP: the client works the same against `berth up` on a laptop and 
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,6 +32,7 @@ from berth.errors import (
 from berth.packaging import FilePart, Package
 from berth.upload import MultipartBody, Progress, sha256_of
 from registry.schemas import (
+    NAME_PATTERN,
     PRIMARY_FILE,
     AliasOut,
     AliasRevisionOut,
@@ -239,6 +241,11 @@ class Client:
         (described too when a `sample` is given: the file is loaded here to answer it). `files`
         adds renditions as extra parts (`{"onnx": Path("model.onnx")}`).
         """
+        if not re.fullmatch(NAME_PATTERN, name):
+            raise InvalidInput(
+                f"model name {name!r} is not valid: lowercase letters, digits, '.', '_' and '-', "
+                "starting with a letter or digit, at most 128 characters"
+            )
         describe_args: dict[str, Any] = {
             "metrics": metrics,
             "params": params,
