@@ -1,0 +1,1 @@
+"""Berth's data plane: follows the registry's routing and answers predictions from loaded models."""

@@ -1,0 +1,104 @@
+"""Serving settings: typed, `BERTH_`-prefixed, built by whoever creates the app."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from registry.schemas import NAME_PATTERN
+
+MiB = 1024 * 1024
+
+
+REPLICA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+"""What the registry accepts in `PUT /replicas/{replica_id}`."""
+
+
+def default_replica_id() -> str:
+    """An id unique per process: replicas on one host, or one restarted, never share it."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()).strip("-.") or "serving"
+    return f"{host[:100]}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class ServingSettings(BaseSettings):
+    """Configuration of one serving replica.
+
+    Read from `BERTH_*` variables when constructed with no arguments; tests pass their own values.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="BERTH_", extra="ignore", frozen=True)
+
+    registry_url: str = Field(
+        default="http://127.0.0.1:8000", description="Base URL of the registry (without /api/v1)."
+    )
+    registry_token: SecretStr | None = Field(
+        default=None, description="Bearer token for the registry; a `reader` token is enough."
+    )
+    default_alias: str = Field(
+        default="production",
+        pattern=NAME_PATTERN,
+        description="The alias `POST /models/{name}/predict` routes through.",
+    )
+    serving_max_models: int = Field(
+        default=16,
+        ge=1,
+        description="How many versions loaded for pinned requests only (behind no alias) stay "
+        "in memory; the least recently used beyond this are dropped.",
+    )
+    replica_id: str = Field(default_factory=default_replica_id, pattern=REPLICA_ID_PATTERN)
+    heartbeat_seconds: float = Field(
+        default=3.0, gt=0, description="Interval of the replica report; also sent after each swap."
+    )
+    feed_wait_seconds: float = Field(
+        default=30.0, gt=0, le=60, description="Long-poll wait of the change feed."
+    )
+    feed_limit: int = Field(default=500, ge=1, le=10_000)
+    backoff_min_seconds: float = Field(default=0.2, gt=0)
+    backoff_max_seconds: float = Field(default=10.0, gt=0)
+    failed_retry_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="When to try again a version whose digest, load or example failed. Versions "
+        "are immutable, so this only helps after an operator repaired the store.",
+    )
+    registry_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Connect and read bound of every registry call but the feed.",
+    )
+    load_timeout_seconds: float = Field(
+        default=300.0, gt=0, description="Download plus deserialise plus example, per version."
+    )
+    load_concurrency: int = Field(default=2, ge=1, le=64)
+    download_dir: Path | None = Field(
+        default=None, description="Where artifacts are staged while hashed. Default: system temp."
+    )
+    max_request_bytes: int = Field(default=32 * MiB, ge=1024)
+    inline_predict_max_seconds: float = Field(
+        default=0.001,
+        ge=0,
+        description="A version whose one-row predict (timed at warm-up) is faster than this "
+        "predicts on the event loop: a thread hop costs about 0.1 ms, more than a linear model.",
+    )
+    inline_predict_max_rows: int = Field(default=64, ge=0)
+    shadow_max_in_flight: int = Field(
+        default=64, ge=0, description="Shadow copies beyond this are dropped, and counted."
+    )
+    shadow_rtol: float = Field(default=1e-6, ge=0)
+    shadow_atol: float = Field(default=1e-9, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered_backoff(self) -> ServingSettings:
+        if self.backoff_min_seconds > self.backoff_max_seconds:
+            raise ValueError("backoff_min_seconds must not exceed backoff_max_seconds")
+        return self
+
+    @property
+    def api_url(self) -> str:
+        return self.registry_url.rstrip("/") + "/api/v1"

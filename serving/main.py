@@ -1,0 +1,262 @@
+"""`create_app(settings)`: the composition root of one serving replica."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from serving.api import install_error_handlers, ops_router, predict_routes
+from serving.cache import ModelCache
+from serving.config import ServingSettings
+from serving.errors import LoadFailed
+from serving.follower import Follower, FollowerOptions
+from serving.heartbeat import Heartbeat, build_report
+from serving.loader import FailureLog, LoadedModel, Loader, LoaderOptions
+from serving.metrics import ServingMetrics
+from serving.registry_client import RegistryClient
+from serving.routing import Router
+from serving.service import PredictService
+from serving.shadow import Shadower
+
+logger = logging.getLogger(__name__)
+
+
+class Runtime:
+    """Everything one replica holds in memory, wired together; started by the app's lifespan."""
+
+    def __init__(
+        self, settings: ServingSettings, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self.settings = settings
+        self.started_at = datetime.now(UTC)
+        self.metrics = ServingMetrics()
+        self.failures = FailureLog()
+        token = settings.registry_token.get_secret_value() if settings.registry_token else None
+        self.client = RegistryClient(
+            settings.api_url,
+            token=token,
+            timeout_seconds=settings.registry_timeout_seconds,
+            transport=transport,
+        )
+        self.loader = Loader(
+            self.client,
+            options=LoaderOptions(
+                download_dir=settings.download_dir,
+                inline_max_seconds=settings.inline_predict_max_seconds,
+                timeout_seconds=settings.load_timeout_seconds,
+                concurrency=settings.load_concurrency,
+            ),
+            on_loaded=self._loaded,
+            on_failure=self._failed,
+        )
+        self.cache = ModelCache(
+            self.loader.load,
+            max_unheld=settings.serving_max_models,
+            on_evict=lambda _: self.metrics.evictions.inc(),
+        )
+        self.router: Router[LoadedModel] = Router()
+        self.heartbeat = Heartbeat(
+            self.client,
+            settings.replica_id,
+            lambda: build_report(self.follower, self.failures, started_at=self.started_at),
+            interval_seconds=settings.heartbeat_seconds,
+        )
+        self.follower = Follower(
+            self.client,
+            self.cache,
+            self.router,
+            options=FollowerOptions(
+                feed_wait_seconds=settings.feed_wait_seconds,
+                feed_limit=settings.feed_limit,
+                backoff_min_seconds=settings.backoff_min_seconds,
+                backoff_max_seconds=settings.backoff_max_seconds,
+                failed_retry_seconds=settings.failed_retry_seconds,
+            ),
+            metrics=self.metrics,
+            on_swap=self.heartbeat.poke,
+        )
+        self.shadower = Shadower(
+            self.metrics,
+            max_in_flight=settings.shadow_max_in_flight,
+            rtol=settings.shadow_rtol,
+            atol=settings.shadow_atol,
+        )
+        self.service = PredictService(
+            self.router,
+            self.cache,
+            self.shadower,
+            self.metrics,
+            default_alias=settings.default_alias,
+            inline_max_rows=settings.inline_predict_max_rows,
+        )
+        self.metrics.watch(feed_lag=self.follower.lag_seconds, loaded=lambda: len(self.cache))
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ready = False
+
+    def _loaded(self, model: LoadedModel) -> None:
+        self.metrics.loads.labels(model.name, str(model.version)).inc()
+        self.metrics.load_duration.observe(model.load_seconds)
+
+    def _failed(self, failure: LoadFailed) -> None:
+        self.failures.record(failure)
+        self.metrics.load_failures.labels(failure.model, str(failure.version), failure.stage).inc()
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self.follower.run(), name="routing follower"),
+            asyncio.create_task(self.heartbeat.run(), name="replica heartbeat"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.shadower.close()
+        await self.cache.close()
+        await self.client.aclose()
+
+    # --- operations -----------------------------------------------------------------------------
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Ready once the first snapshot's default aliases serve, or failed for good.
+
+        Latched: once ready, a replica stays ready while it loads later promotions (it keeps
+        serving the old revision meanwhile), so a fleet is never pulled out of rotation at once.
+        """
+        if self._ready:
+            return True, {}
+        if not self.follower.settled.is_set():
+            return False, {"reason": "the routing snapshot is not applied yet"}
+        alias = self.settings.default_alias
+        waiting = [
+            f"{model}/{name}"
+            for (model, name) in self.follower.desired
+            if name == alias
+            and (model, name) not in self.follower.live
+            and (model, name) in self.follower.pending()
+            and (self.follower.waiting_on_outage((model, name)) or self._loading(model, name))
+        ]
+        if waiting:
+            return False, {"reason": "default aliases are still loading", "aliases": waiting}
+        self._ready = True
+        return True, {}
+
+    def _loading(self, model: str, alias: str) -> bool:
+        spec = self.follower.desired[(model, alias)]
+        in_flight = set(self.cache.loading())
+        return any((model, v) in in_flight for v in spec.needed())
+
+    def status(self) -> dict[str, Any]:
+        follower = self.follower
+        pending = follower.pending()
+        return {
+            "replica_id": self.settings.replica_id,
+            "started_at": self.started_at.isoformat(),
+            "ready": self.readiness()[0],
+            "feed": {
+                "position": follower.position,
+                "connected": follower.connected,
+                "lag_seconds": round(follower.lag_seconds(), 3),
+                "last_report_at": (
+                    self.heartbeat.last_ok.isoformat() if self.heartbeat.last_ok else None
+                ),
+                "last_report_error": self.heartbeat.last_error,
+            },
+            "aliases": [
+                {
+                    "model": route.model,
+                    "alias": route.alias,
+                    "revision": route.revision,
+                    "variants": [{"version": v, "weight": w} for v, w in route.weights],
+                    "shadow": list(route.shadow_versions),
+                    "pending_revision": pending[key].revision if key in pending else None,
+                    "pending_reason": self.router.pending.get(key),
+                }
+                for key, route in sorted(self.router.table.items())
+            ]
+            + [
+                {
+                    "model": spec.model,
+                    "alias": spec.alias,
+                    "revision": None,
+                    "variants": [],
+                    "shadow": [],
+                    "pending_revision": spec.revision,
+                    "pending_reason": self.router.pending.get(key),
+                }
+                for key, spec in sorted(pending.items())
+                if key not in self.router.table
+            ],
+            "loaded": [
+                {
+                    "model": m.name,
+                    "version": m.version,
+                    "sha256": m.sha256,
+                    "flavor": m.flavor,
+                    "loaded_at": m.loaded_at.isoformat(),
+                    "load_seconds": round(m.load_seconds, 4),
+                    "predict_on_loop": m.inline,
+                    "behind_alias": self.cache.is_held((m.name, m.version)),
+                }
+                for m in sorted(self.cache.entries(), key=lambda m: (m.name, m.version))
+            ],
+            "loading": [{"model": n, "version": v} for n, v in self.cache.loading()],
+            "failures": [
+                {
+                    "model": f.model,
+                    "version": f.version,
+                    "stage": f.stage,
+                    "message": f.message,
+                    "transient": f.transient,
+                    "at": f.at.isoformat(),
+                }
+                for f in self.failures.recent()
+            ],
+            "shadow": [
+                {"model": m, "alias": a, "version": v, **stats.as_dict()}
+                for (m, a, v), stats in sorted(self.shadower.stats.items())
+            ],
+        }
+
+
+def create_app(
+    settings: ServingSettings, *, transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    """A serving replica as an ASGI app; its lifespan starts and stops the follower.
+
+    `transport` lets a caller (tests, the all-in-one `berth up`) reach the registry in-process.
+    """
+    runtime = Runtime(settings, transport=transport)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title="Berth serving",
+        description="Predictions from the versions the registry's aliases point at.",
+        lifespan=lifespan,
+        # FastAPI's native OpenTelemetry looks up the global providers on every request (about
+        # 5 us here); tracing is for issue 7 to switch on when OTEL_* configures it.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    app.include_router(ops_router(runtime))
+    # Predict routes first: the router tries routes in order, and matching the docs and
+    # operations routes first cost about 15 us per predict.
+    app.router.routes[0:0] = predict_routes(
+        runtime.service, max_body_bytes=settings.max_request_bytes
+    )
+    return app
