@@ -20,8 +20,6 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI, Response
-from serving.config import ServingSettings
-from serving.main import create_app as create_serving_app
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,8 +30,12 @@ from registry.db import Database
 from registry.main import VERSION
 from registry.main import create_app as create_registry_app
 from registry.schemas import Health
+from serving.config import ServingSettings
+from serving.main import create_app as create_serving_app
 
-FRONT_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+FRONT_PATHS = frozenset(
+    {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
 """Paths both services answer; the all-in-one answers them itself, for both."""
 
 
@@ -171,7 +173,7 @@ async def _ask(app: ASGIApp, path: str) -> tuple[int, Any]:
 
 
 def _front(allinone: AllInOne) -> FastAPI:
-    front = FastAPI(title="Berth", version=VERSION, openapi_url="/openapi.json", redoc_url=None)
+    front = FastAPI(title="Berth", version=VERSION)
 
     @front.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
