@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,6 +137,11 @@ class AllInOne:
             await lifespan.shutdown()
         await send({"type": "lifespan.shutdown.complete"})
 
+    async def stop_serving(self) -> None:
+        """Stop serving's feed and heartbeats ahead of the rest, so that a shutdown does not
+        wait on (or log failures of) serving's calls to a registry that is going away."""
+        await self._lifespans[-1].shutdown()
+
     def openapi(self) -> dict[str, Any]:
         """The registry's schema with serving's paths added: one reference at `/docs`."""
         schema = copy.deepcopy(self.registry.openapi())
@@ -236,13 +241,23 @@ def self_url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+IN_PROCESS_FEED_WAIT = 2.0
+"""Serving's feed long-poll in `berth up`. A change wakes it at once whatever the wait (the
+registry is in the same process); a short wait lets a stop finish within uvicorn's grace period
+instead of cancelling a long-poll mid-flight."""
+
+
 def build(
     settings: RegistrySettings,
     sock: socket.socket,
     *,
-    serving_settings: Callable[..., ServingSettings] = ServingSettings,
+    serving_overrides: Mapping[str, Any] | None = None,
 ) -> Instance:
-    """Migrate, provision tokens, and compose the two apps for the bound socket."""
+    """Migrate, provision tokens, and compose the two apps for the bound socket.
+
+    Serving reads its own `BERTH_*` variables; `serving_overrides` wins over them, and the
+    registry's address and token always come from here.
+    """
     url = self_url(sock)
     database = Database(settings.effective_database_url, timeout=settings.db_timeout_seconds)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -250,13 +265,13 @@ def build(
         migrate.upgrade(database)
     admin_path: Path | None = None
     created = False
-    overrides: dict[str, Any] = {"registry_url": url}
+    overrides: dict[str, Any] = {**(serving_overrides or {}), "registry_url": url}
     if settings.auth:
         tokens = bootstrap(database, settings.data_dir)
         admin_path, created = tokens.admin_path, tokens.admin_created
         overrides["registry_token"] = tokens.serving_token
     registry = create_registry_app(settings, database=database)
-    serving = create_serving_app(serving_settings(**overrides))
+    serving = create_serving_app(ServingSettings(**overrides))
     return Instance(
         app=AllInOne(registry, serving),
         url=url,

@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
@@ -282,35 +282,47 @@ def up(
         sock = allinone.bind(host, port)
     except OSError as exc:
         raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    serving: dict[str, Any] = {}
+    if "BERTH_FEED_WAIT_SECONDS" not in os.environ:
+        serving["feed_wait_seconds"] = allinone.IN_PROCESS_FEED_WAIT
     _log_setup()
     try:
-        instance = allinone.build(settings, sock)
+        instance = allinone.build(settings, sock, serving_overrides=serving)
     except RegistryError as exc:
         sock.close()
         raise UserError(exc.message) from None
-    console = stderr()
-    console.print(f"[bold]Berth[/] is up at [bold cyan]{instance.url}[/]", highlight=False)
+    console = Console(stderr=True, soft_wrap=True, highlight=False)
+    console.print(f"[bold]Berth[/] is up at [bold cyan]{instance.url}[/]")
     console.print(
         f"  registry {instance.url}/api/v1 · predict {instance.url}/models/NAME/predict · "
-        f"reference {instance.url}/docs",
-        highlight=False,
+        f"reference {instance.url}/docs"
     )
-    console.print(f"  data in {settings.data_dir.resolve()}", highlight=False)
+    console.print(f"  data in {settings.data_dir.resolve()}")
     if instance.admin_token is not None:
         state = "created now" if instance.admin_created else "kept"
         console.print(
             f"  admin token ({state}) in {instance.admin_token}; the CLI uses it on this machine",
-            highlight=False,
         )
     else:
-        console.print("  authentication is off (BERTH_AUTH=false)", highlight=False)
-    _serve(instance.app, sockets=[sock])
+        console.print("  authentication is off (BERTH_AUTH=false)")
+    _serve(instance.app, sockets=[sock], before_shutdown=instance.app.stop_serving)
 
 
 def _serve(
-    app_: Any, *, host: str = "127.0.0.1", port: int = 0, sockets: list[Any] | None = None
+    app_: Any,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    sockets: list[Any] | None = None,
+    before_shutdown: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[Any] | None = None) -> None:
+            if before_shutdown is not None:
+                await before_shutdown()
+            await super().shutdown(sockets=sockets)
 
     config = uvicorn.Config(
         app_,
@@ -322,7 +334,7 @@ def _serve(
         timeout_graceful_shutdown=3,
         proxy_headers=False,
     )
-    server = uvicorn.Server(config)
+    server = Server(config)
     server.run(sockets=sockets)
     if not server.started:
         raise typer.Exit(1)
