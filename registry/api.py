@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -17,7 +18,7 @@ from registry import repository as repo
 from registry.auth import Admin, Public, Publisher, Reader
 from registry.config import RegistrySettings
 from registry.db import Database
-from registry.errors import BadRequest, Unavailable
+from registry.errors import BadRequest, InvalidCursor, ReplicaNotFound, Unavailable
 from registry.models import VersionFile, utcnow
 from registry.schemas import (
     FILE_NAME_PATTERN,
@@ -116,6 +117,33 @@ def _if_match(if_match: Annotated[str | None, Header(max_length=64)] = None) -> 
 
 
 IfMatch = Annotated[int | None, Depends(_if_match)]
+
+
+@asynccontextmanager
+async def _disconnect_watch(request: Request) -> AsyncIterator[asyncio.Event]:
+    """An event set when the client hangs up, so a long-poll stops waiting for nobody."""
+    gone = asyncio.Event()
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+
+    task = asyncio.create_task(watch())
+    try:
+        yield gone
+    finally:
+        task.cancel()
+
+
+async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
+    """Wait until the first of `waits` finishes; cancel the rest."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def _etag(response: Response, revision: int) -> None:
@@ -442,14 +470,15 @@ async def alias_rollout(
             row = service.get_alias(name, alias)
             return service.rollout(row, revision=revision, ttl=settings.replica_ttl_seconds)
 
-    while True:
-        seen = signal.position
-        rollout = await run_in_threadpool(read)
-        remaining = deadline - loop.time()
-        if rollout.converged or remaining <= 0:
-            return rollout
-        # Heartbeats to this process wake us at once; other processes' heartbeats are polled.
-        await signal.wait_past(seen, min(remaining, 0.25))
+    async with _disconnect_watch(request) as gone:
+        while True:
+            seen = signal.position
+            rollout = await run_in_threadpool(read)
+            remaining = deadline - loop.time()
+            if rollout.converged or remaining <= 0 or gone.is_set():
+                return rollout
+            # Heartbeats to this process wake us at once; other processes' are polled.
+            await _first(signal.wait_past(seen, min(remaining, 0.25)), gone.wait())
 
 
 # --- the change feed ------------------------------------------------------------------------
@@ -483,27 +512,38 @@ async def changes(
     deadline = loop.time() + min(wait, settings.feed_max_wait_seconds)
     signal = request.app.state.feed_signal
 
-    def read() -> tuple[ChangesOut, int]:
+    def read() -> ChangesOut:
         with database.transaction(write=False) as session:
             service = RegistryService(session, actor=principal.actor)
+            head = service.feed_position()
             rows = service.changes(after, limit)
-            position = rows[-1].seq if rows else service.feed_position()
-            out = ChangesOut(changes=[presenters.change_out(r) for r in rows], position=after)
-        if rows:
-            out.position = rows[-1].seq
-        return out, position
+            out = ChangesOut(
+                changes=[presenters.change_out(r) for r in rows],
+                position=rows[-1].seq if rows else after,
+                head=max(head, rows[-1].seq if rows else 0),
+            )
+        if after > out.head:
+            # A position the feed never reached (a restored database, another registry's feed):
+            # waiting would return nothing forever; the reader must take a fresh snapshot.
+            raise InvalidCursor(
+                f"position {after} is ahead of the feed (head {out.head}); take a new snapshot "
+                "from /api/v1/routing",
+                detail={"after": after, "head": out.head},
+            )
+        return out
 
-    while True:
-        out, position = await run_in_threadpool(read)
-        signal.advance(position)
-        remaining = deadline - loop.time()
-        if out.changes or remaining <= 0:
-            return out
-        if signal.position > after:
-            # Told of a change we cannot see yet; give replication of the commit a moment.
-            await asyncio.sleep(min(0.05, remaining))
-            continue
-        await signal.wait_past(after, remaining)
+    async with _disconnect_watch(request) as gone:
+        while True:
+            out = await run_in_threadpool(read)
+            signal.advance(out.head)
+            remaining = deadline - loop.time()
+            if out.changes or remaining <= 0 or gone.is_set():
+                return out
+            if signal.position > after:
+                # Told of a change we cannot see yet; give replication of the commit a moment.
+                await asyncio.sleep(min(0.05, remaining))
+                continue
+            await _first(signal.wait_past(after, remaining), gone.wait())
 
 
 # --- replicas, audit, gc --------------------------------------------------------------------
@@ -524,6 +564,17 @@ def report_replica(
     replica = RegistryService(session, actor=principal.actor).report_replica(replica_id, body)
     session.info["replica_reported"] = True
     return presenters.replica_out(replica, live=True)
+
+
+@router.delete("/replicas/{replica_id}", status_code=204, tags=["replicas"])
+def remove_replica(replica_id: ReplicaId, session: SessionDep, principal: Reader) -> Response:
+    """A replica shutting down says so, so rollouts stop waiting for it at once."""
+    if not RegistryService(session, actor=principal.actor).remove_replica(replica_id):
+        raise ReplicaNotFound(
+            f"no replica '{replica_id}' has reported", detail={"replica_id": replica_id}
+        )
+    session.info["replica_reported"] = True
+    return Response(status_code=204)
 
 
 @router.get("/replicas", tags=["replicas"])

@@ -30,6 +30,7 @@ class Signal:
 
     def __init__(self) -> None:
         self._position = 0
+        self._waiters = 0
         self._event = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -39,6 +40,11 @@ class Signal:
     @property
     def position(self) -> int:
         return self._position
+
+    @property
+    def waiters(self) -> int:
+        """Coroutines waiting right now (long-polls parked on this signal)."""
+        return self._waiters
 
     def advance(self, position: int) -> None:
         loop = self._loop
@@ -68,15 +74,19 @@ class Signal:
         """Wait until the position exceeds `after`; False if `timeout` passes first."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self._position <= after:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            try:
-                await asyncio.wait_for(self._event.wait(), remaining)
-            except TimeoutError:
-                return False
-        return True
+        self._waiters += 1
+        try:
+            while self._position <= after:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return False
+                try:
+                    await asyncio.wait_for(self._event.wait(), remaining)
+                except TimeoutError:
+                    return False
+            return True
+        finally:
+            self._waiters -= 1
 
 
 class FeedWatcher:

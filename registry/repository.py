@@ -337,6 +337,11 @@ def list_replicas(session: Session, *, seen_since: datetime | None = None) -> Se
     return session.scalars(stmt).all()
 
 
+def delete_replica(session: Session, replica_id: str) -> bool:
+    stmt = delete(Replica).where(Replica.id == replica_id).returning(Replica.id)
+    return session.execute(stmt).first() is not None
+
+
 def delete_replicas_older_than(session: Session, cutoff: datetime) -> int:
     result: CursorResult[Any] = session.execute(delete(Replica).where(Replica.last_seen < cutoff))  # type: ignore[assignment]
     return result.rowcount or 0

@@ -35,12 +35,19 @@ Tags = Annotated[
 
 
 class Schema(BaseModel):
-    """Base for every wire model: unknown fields are an error, not silently dropped."""
+    """Base for what clients send: an unknown field is an error, not silently dropped."""
 
     model_config = ConfigDict(extra="forbid")
 
 
-class ErrorBody(Schema):
+class Response(BaseModel):
+    """Base for what the registry answers: readers ignore fields they do not know, so a newer
+    registry can add one without breaking serving replicas and clients of the previous release."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class ErrorBody(Response):
     """The one error shape of every Berth endpoint."""
 
     error: str = Field(description="A stable, semantic error code such as `model_not_found`.")
@@ -188,7 +195,7 @@ class ModelPatch(Schema):
     tags: Tags | None = Field(default=None, description="Replaces the model's tags.")
 
 
-class ModelOut(Schema):
+class ModelOut(Response):
     name: str
     description: str
     tags: dict[str, str]
@@ -203,14 +210,14 @@ class VersionStatus(StrEnum):
     archived = "archived"
 
 
-class FileOut(Schema):
+class FileOut(Response):
     name: str = Field(description="The part name it was uploaded under: `artifact`, `onnx`, ...")
     sha256: str
     size: int
     media_type: str
 
 
-class VersionOut(Schema):
+class VersionOut(Response):
     model: str
     version: int
     status: VersionStatus
@@ -308,13 +315,13 @@ class RevisionAction(StrEnum):
     delete = "delete"
 
 
-class ReplicaRollout(Schema):
+class ReplicaRollout(Response):
     replica_id: str
     revision: int | None = Field(description="The alias revision this replica serves.")
     live: bool
 
 
-class Rollout(Schema):
+class Rollout(Response):
     """Which live serving replicas serve which revision of an alias."""
 
     revision: int
@@ -322,7 +329,7 @@ class Rollout(Schema):
     replicas: list[ReplicaRollout]
 
 
-class AliasOut(Schema):
+class AliasOut(Response):
     model: str
     alias: str
     revision: int
@@ -334,7 +341,7 @@ class AliasOut(Schema):
     rollout: Rollout | None = None
 
 
-class AliasRevisionOut(Schema):
+class AliasRevisionOut(Response):
     revision: int
     action: RevisionAction
     variants: list[Variant] = Field(description="Empty when the alias was deleted.")
@@ -346,7 +353,7 @@ class AliasRevisionOut(Schema):
     seq: int = Field(description="Position of this revision in the change feed.")
 
 
-class Change(Schema):
+class Change(Response):
     """One alias revision as the change feed delivers it."""
 
     seq: int
@@ -361,12 +368,17 @@ class Change(Schema):
     created_by: str
 
 
-class ChangesOut(Schema):
+class ChangesOut(Response):
     changes: list[Change]
     position: int = Field(description="Pass as `after` next time.")
+    head: int = Field(
+        default=0,
+        description="The feed's newest position: `head - position` "
+        "is how many changes the reader is behind.",
+    )
 
 
-class RoutingEntry(Schema):
+class RoutingEntry(Response):
     model: str
     alias: str
     revision: int
@@ -375,7 +387,7 @@ class RoutingEntry(Schema):
     updated_at: datetime
 
 
-class RoutingSnapshot(Schema):
+class RoutingSnapshot(Response):
     """Every alias's current spec. Apply it, then follow `/changes?after=<position>`."""
 
     position: int
@@ -408,7 +420,7 @@ class ReplicaReport(Schema):
     started_at: datetime | None = None
 
 
-class ReplicaOut(Schema):
+class ReplicaOut(Response):
     replica_id: str
     live: bool
     last_seen: datetime
@@ -420,7 +432,7 @@ class ReplicaOut(Schema):
 # --- audit, gc, tokens ----------------------------------------------------------------------
 
 
-class AuditEventOut(Schema):
+class AuditEventOut(Response):
     id: int
     at: datetime
     actor: str
@@ -431,7 +443,7 @@ class AuditEventOut(Schema):
     detail: dict[str, Any]
 
 
-class GcReport(Schema):
+class GcReport(Response):
     deleted_blobs: int
     freed_bytes: int
     aborted_uploads: int
@@ -462,7 +474,7 @@ class TokenCreate(Schema):
     )
 
 
-class TokenOut(Schema):
+class TokenOut(Response):
     id: int
     name: str
     role: Role
@@ -477,6 +489,6 @@ class TokenCreated(TokenOut):
     token: str = Field(description="The secret. Shown once; only its hash is stored.")
 
 
-class Health(Schema):
+class Health(Response):
     status: Literal["ok", "degraded"]
     checks: dict[str, str]

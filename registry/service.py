@@ -481,6 +481,9 @@ class RegistryService:
             },
         )
 
+    def remove_replica(self, replica_id: str) -> bool:
+        return repo.delete_replica(self.session, replica_id)
+
     def replicas(self) -> Sequence[Replica]:
         return repo.list_replicas(self.session)
 

@@ -46,6 +46,12 @@ if TYPE_CHECKING:
 
 ROUTING_KEY_HEADER = "x-routing-key"
 
+PREDICT_SUMMARIES = {
+    "/models/{name}/predict": "Predict with the default alias (production unless configured).",
+    "/models/{name}/aliases/{alias}/predict": "Predict with a named alias.",
+    "/models/{name}/versions/{version}/predict": "Predict with a pinned version.",
+}
+
 
 def error_response(error: ServingError) -> JSONResponse:
     return JSONResponse(error_body(error), status_code=status_of(error))

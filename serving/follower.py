@@ -125,6 +125,8 @@ class Follower:
         self._on_swap = on_swap
         self._clock = clock
         self.position: int | None = None
+        self.head = 0
+        """The newest feed position the registry has reported."""
         self.desired: dict[AliasKey, AliasSpec] = {}
         """The latest revision known per alias (deleted ones kept as tombstones)."""
         self.live: dict[AliasKey, AliasSpec] = {}
@@ -137,6 +139,10 @@ class Follower:
         """Set once the first snapshot was applied and each of its loads succeeded or failed."""
 
     # --- state for status, readiness and heartbeats ------------------------------------------
+
+    def behind(self) -> int:
+        """How many feed positions the registry has that this replica has not applied."""
+        return max(0, self.head - (self.position or 0))
 
     def lag_seconds(self) -> float:
         """0 while the feed is connected, else seconds since this replica last had every change."""
@@ -222,6 +228,7 @@ class Follower:
                 )
         self.record(specs)
         await self.reconcile()
+        self.head = max(self.head, snapshot.position)
         self._synced(snapshot.position)
         self.settled.set()
 
@@ -233,6 +240,7 @@ class Follower:
             after=self.position, wait=self._wait(), limit=self._options.feed_limit
         )
         self.connected = True
+        self.head = max(self.head, out.head)
         self.record(AliasSpec.of(change) for change in out.changes)
         await self.reconcile()
         self._synced(max(out.position, self.position))

@@ -12,16 +12,17 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from serving.api import install_error_handlers, ops_router, predict_routes
+from serving.api import PREDICT_SUMMARIES, install_error_handlers, ops_router, predict_routes
 from serving.cache import ModelCache
 from serving.config import ServingSettings
-from serving.errors import LoadFailed
+from serving.errors import LoadFailed, ServingError
 from serving.follower import Follower, FollowerOptions
 from serving.heartbeat import Heartbeat, build_report
 from serving.loader import FailureLog, LoadedModel, Loader, LoaderOptions
 from serving.metrics import ServingMetrics
 from serving.registry_client import RegistryClient
 from serving.routing import Router
+from serving.schemas import predict_openapi
 from serving.service import PredictService
 from serving.shadow import Shadower
 
@@ -118,6 +119,11 @@ class Runtime:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await asyncio.wait_for(self.client.deregister(self.settings.replica_id), timeout=2)
+        except (ServingError, TimeoutError) as exc:
+            # Best effort: the registry's liveness timeout covers a replica that cannot say so.
+            logger.info("could not deregister from the registry: %s", exc)
         await self.shadower.close()
         await self.cache.close()
         await self.client.aclose()
@@ -162,6 +168,8 @@ class Runtime:
             "ready": self.readiness()[0],
             "feed": {
                 "position": follower.position,
+                "head": follower.head,
+                "behind": follower.behind(),
                 "connected": follower.connected,
                 "lag_seconds": round(follower.lag_seconds(), 3),
                 "last_report_at": (
@@ -259,4 +267,21 @@ def create_app(
     app.router.routes[0:0] = predict_routes(
         runtime.service, max_body_bytes=settings.max_request_bytes
     )
+    _document_predict_routes(app)
     return app
+
+
+def _document_predict_routes(app: FastAPI) -> None:
+    """Add the predict routes, which are plain Starlette routes, to the generated OpenAPI."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            paths, components = predict_openapi(PREDICT_SUMMARIES)
+            schema["paths"] = paths | schema.get("paths", {})
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

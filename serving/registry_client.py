@@ -217,6 +217,15 @@ class RegistryClient:
                     raise self._unavailable(exc) from exc
         return digest.hexdigest(), size
 
+    async def deregister(self, replica_id: str) -> None:
+        """Tell the registry this replica is going away, so rollouts stop counting it."""
+        try:
+            response = await self._http.delete(f"/replicas/{quote(replica_id, safe='')}")
+        except httpx.HTTPError as exc:
+            raise self._unavailable(exc) from exc
+        if response.status_code not in (204, 404):
+            raise self._refusal(response, what="the replica's deregistration")
+
     async def report(self, replica_id: str, report: ReplicaReport) -> ReplicaOut:
         try:
             response = await self._http.put(

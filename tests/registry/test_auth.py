@@ -136,7 +136,11 @@ def test_every_route_declares_exactly_one_permission(tmp_path: Path) -> None:
 
 def test_mutating_routes_need_more_than_reader(tmp_path: Path) -> None:
     app = create_app(RegistrySettings(data_dir=tmp_path))
-    readers_may_mutate = {("PUT", "/api/v1/replicas/{replica_id}")}  # heartbeats only report
+    # A replica's heartbeat and goodbye only report on itself; serving holds no publish rights.
+    readers_may_mutate = {
+        ("PUT", "/api/v1/replicas/{replica_id}"),
+        ("DELETE", "/api/v1/replicas/{replica_id}"),
+    }
     for route in api_routes(app.routes):
         for method in route.methods - {"GET", "HEAD"}:
             permissions = _permissions(route.dependant)

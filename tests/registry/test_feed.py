@@ -48,7 +48,7 @@ def test_changes_come_in_order_from_any_position(api: httpx.Client) -> None:
     assert [c["seq"] for c in tail["changes"]] == [3]
     assert tail["position"] == 3
     empty = api.get("/changes", params={"after": 4}).json()
-    assert empty == {"changes": [], "position": 4}
+    assert empty == {"changes": [], "position": 4, "head": 4}
 
 
 def long_poll(url: str, after: int, wait: float, out: dict[str, Any]) -> None:
@@ -71,7 +71,7 @@ def start_long_poll(url: str, after: int, wait: float) -> tuple[threading.Thread
 def test_a_long_poll_returns_empty_when_nothing_happens(registry: RunningRegistry) -> None:
     thread, out = start_long_poll(registry.url, 0, 1.0)
     thread.join()
-    assert out["body"] == {"changes": [], "position": 0}
+    assert out["body"] == {"changes": [], "position": 0, "head": 0}
     assert out["elapsed"] >= 0.9
 
 
@@ -143,3 +143,40 @@ def test_waiting_requests_hold_no_worker_thread(registry: RunningRegistry) -> No
     for thread in threads:
         thread.join(timeout=15)
     assert all(o["body"]["changes"][0]["seq"] == 1 for o in outs)
+
+
+def test_the_feed_reports_its_head_and_refuses_positions_past_it(api: httpx.Client) -> None:
+    seed(api)
+    promote(api, "churn", 1)
+    promote(api, "churn", 2)
+    assert api.get("/changes", params={"after": 1, "limit": 1}).json()["head"] == 2
+    ahead = api.get("/changes", params={"after": 9})
+    assert ahead.status_code == 400
+    assert ahead.json()["error"] == "invalid_cursor"
+    assert "/api/v1/routing" in ahead.json()["message"]
+
+
+def test_a_long_poll_ends_when_its_client_hangs_up(registry: RunningRegistry) -> None:
+    signal = registry.app.state.feed_signal
+    with (
+        httpx.Client(base_url=registry.url + "/api/v1", timeout=1) as impatient,
+        pytest.raises(httpx.ReadTimeout),
+    ):
+        impatient.get("/changes", params={"after": 0, "wait": 60})
+    # The handler noticed the hang-up and stopped waiting, rather than for the full 60 s.
+    deadline = time.monotonic() + 5
+    while signal.waiters and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert signal.waiters == 0
+
+
+def test_a_replica_that_leaves_stops_counting_for_rollouts(api: httpx.Client) -> None:
+    seed(api)
+    promote(api, "churn", 1)
+    report = {"position": 1, "serving": [{"model": "churn", "alias": "production", "revision": 1}]}
+    assert api.put("/replicas/r1", json=report).status_code == 200
+    assert api.put("/replicas/r2", json=report | {"serving": []}).status_code == 200
+    assert api.get("/models/churn/aliases/production/rollout").json()["converged"] is False
+    assert api.delete("/replicas/r2").status_code == 204
+    assert api.get("/models/churn/aliases/production/rollout").json()["converged"] is True
+    assert api.delete("/replicas/r2").status_code == 404

@@ -64,6 +64,7 @@ class FakeRegistry:
     revisions: dict[tuple[str, str], int] = field(default_factory=dict)
     changes: list[Change] = field(default_factory=list)
     reports: dict[str, ReplicaReport] = field(default_factory=dict)
+    deregistered: list[str] = field(default_factory=list)
     seen: list[SeenRequest] = field(default_factory=list)
     downloads: dict[tuple[str, int], int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -182,6 +183,7 @@ class FakeRegistry:
                 Route("/api/v1/models/{name}/versions/{version:int}", self._version),
                 Route("/api/v1/models/{name}/versions/{version:int}/artifact", self._artifact),
                 Route("/api/v1/replicas/{replica_id}", self._report, methods=["PUT"]),
+                Route("/api/v1/replicas/{replica_id}", self._deregister, methods=["DELETE"]),
                 Route("/blobs/{digest}", self._blob),
             ]
         )
@@ -263,6 +265,13 @@ class FakeRegistry:
         if data is None:
             return Response(status_code=404)
         return Response(data, media_type="application/octet-stream")
+
+    async def _deregister(self, request: Request) -> Response:
+        if (refusal := self._note(request)) is not None:
+            return refusal
+        with self.lock:
+            self.deregistered.append(request.path_params["replica_id"])
+        return Response(status_code=204)
 
     async def _report(self, request: Request) -> Response:
         if (refusal := self._note(request)) is not None:

@@ -6,10 +6,12 @@ import concurrent.futures
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 
-from serving.main import Runtime
-from tests.serving.conftest import ServingClient, eventually
+from serving.main import Runtime, create_app
+from tests.fixtures.servers import LiveServer
+from tests.serving.conftest import ServingClient, eventually, serving_settings
 from tests.serving.factories import artifact, classifier, metadata, regressor, row
 from tests.serving.fakes import STORE_HOST, FakeRegistry
 
@@ -397,3 +399,12 @@ def test_status_and_metrics_describe_what_is_served(
     assert 'berth_serving_swaps_total{alias="production",model_name="churn"} 1.0' in text
     assert "berth_serving_feed_lag_seconds 0.0" in text
     assert "berth_serving_loaded_models 2.0" in text
+
+
+def test_a_stopping_replica_deregisters(two_versions: FakeRegistry) -> None:
+    app = create_app(serving_settings(), transport=httpx.ASGITransport(two_versions.app))
+    replica_id = app.state.runtime.settings.replica_id
+    with LiveServer(app):
+        eventually(lambda: replica_id in two_versions.reports)
+        assert two_versions.deregistered == []
+    assert two_versions.deregistered == [replica_id]
