@@ -155,15 +155,10 @@ class AllInOne:
         paths = schema.setdefault("paths", {})
         for path, item in served.get("paths", {}).items():
             paths.setdefault(path, item)
-        for path, item in PREDICT_PATHS.items():
-            paths.setdefault(path, item)
         components = schema.setdefault("components", {})
         for kind, entries in served.get("components", {}).items():
             for key, value in entries.items():
                 components.setdefault(kind, {}).setdefault(key, value)
-        components.setdefault("schemas", {}).update(
-            {k: v for k, v in PREDICT_SCHEMAS.items() if k not in components["schemas"]}
-        )
         return schema
 
 
@@ -279,106 +274,3 @@ def build(
         admin_token=admin_path,
         admin_created=created,
     )
-
-
-# --- serving's predict routes in the reference ---------------------------------------------------
-# Serving's predict routes are plain Starlette routes (FastAPI's parameter handling cost a fifth of
-# a request), so serving's own schema does not list them; described here until it does, and
-# whatever serving publishes for these paths wins.
-
-_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
-
-PREDICT_SCHEMAS: Mapping[str, Any] = {
-    "PredictRequest": {
-        "type": "object",
-        "description": "Exactly one of the input members; `outputs` optionally names the "
-        "estimator methods to answer with.",
-        "properties": {
-            "inputs": {
-                "description": "Rows (arrays), records (objects), or `{feature: [values]}`.",
-                "oneOf": [{"type": "array"}, {"type": "object"}],
-            },
-            "instances": {"type": "array"},
-            "dataframe_split": {
-                "type": "object",
-                "properties": {"columns": {"type": "array"}, "data": {"type": "array"}},
-            },
-            "dataframe_records": {"type": "array", "items": {"type": "object"}},
-            "input": {"description": "One row or one record."},
-            "outputs": {
-                "type": "array",
-                "items": {
-                    "enum": ["predict", "predict_proba", "predict_log_proba", "decision_function"]
-                },
-            },
-        },
-        "example": {"inputs": [[5.1, 3.5, 1.4, 0.2]]},
-    },
-    "PredictResponse": {
-        "type": "object",
-        "required": ["model", "version"],
-        "properties": {
-            "model": {"type": "string"},
-            "version": {"type": "integer"},
-            "alias": {"type": "string", "description": "Present when routed through an alias."},
-            "predictions": {"type": "array", "description": "What `predict` answered."},
-        },
-        "additionalProperties": {
-            "type": "array",
-            "description": "Any other requested output, under its method's name.",
-        },
-    },
-}
-
-
-def _predict_operation(summary: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "post": {
-            "tags": ["predict"],
-            "summary": summary,
-            "parameters": [
-                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
-                *parameters,
-                {
-                    "name": "X-Routing-Key",
-                    "in": "header",
-                    "required": False,
-                    "schema": {"type": "string"},
-                    "description": "Keeps an A/B split sticky: the same key, the same variant.",
-                },
-            ],
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}
-                },
-            },
-            "responses": {
-                "200": {
-                    "description": "The answer; `X-Model-Version` names the version.",
-                    "content": {
-                        "application/json": {
-                            "schema": {"$ref": "#/components/schemas/PredictResponse"}
-                        }
-                    },
-                },
-                "400": {"description": "The body is not JSON.", "content": _ERROR},
-                "404": {"description": "No such model, alias or version.", "content": _ERROR},
-                "422": {"description": "The input does not fit the signature.", "content": _ERROR},
-                "503": {"description": "No loaded version can answer yet.", "content": _ERROR},
-            },
-        }
-    }
-
-
-PREDICT_PATHS: Mapping[str, Any] = {
-    "/models/{name}/predict": _predict_operation("Predict through the default alias", []),
-    "/models/{name}/aliases/{alias}/predict": _predict_operation(
-        "Predict through an alias",
-        [{"name": "alias", "in": "path", "required": True, "schema": {"type": "string"}}],
-    ),
-    "/models/{name}/versions/{version}/predict": _predict_operation(
-        "Predict with a pinned version (loaded on first use)",
-        [{"name": "version", "in": "path", "required": True, "schema": {"type": "integer"}}],
-    ),
-}
