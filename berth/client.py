@@ -445,13 +445,18 @@ class Client:
     ) -> Prediction:
         """Predict through serving: a pinned `version`, an `alias`, or the default alias.
 
-        `rows` is a table of rows (lists, a numpy array) or a complete request body (a mapping
-        such as `{"dataframe_records": [...]}`). `routing_key` keeps an A/B split sticky.
+        `rows` is a table of rows (lists, a numpy array), a dataframe (sent with its column
+        names, which a version with a named signature matches by name), or a complete request
+        body (a mapping such as `{"dataframe_records": [...]}`). `routing_key` keeps an A/B
+        split sticky.
         """
         if version is not None and alias is not None:
             raise InvalidInput("give a version or an alias, not both")
         if isinstance(rows, Mapping):
             body: dict[str, Any] = dict(rows)
+        elif hasattr(rows, "columns") and hasattr(rows, "to_numpy"):
+            columns = [str(c) for c in rows.columns]
+            body = {"dataframe_split": {"columns": columns, "data": rows.to_numpy().tolist()}}
         else:
             body = {"inputs": rows.tolist() if hasattr(rows, "tolist") else rows}
         if outputs is not None:

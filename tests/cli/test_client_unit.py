@@ -24,6 +24,7 @@ from berth.packaging import (
 )
 from berth.upload import MultipartBody, sha256_of
 from registry.schemas import DType, VersionMetadata
+from tests.cli.factories import Frame
 
 
 def regressor(n_features: int = 3) -> LinearRegression:
@@ -36,18 +37,6 @@ def classifier() -> LogisticRegression:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(60, 2))
     return LogisticRegression().fit(x, np.where(x[:, 0] > 0, "up", "down"))
-
-
-class Frame:
-    """Just what scikit-learn and Berth read from a dataframe; pandas is not a dependency."""
-
-    def __init__(self, columns: dict[str, list[Any]]) -> None:
-        self.columns = list(columns)
-        self.dtypes = [np.asarray(v).dtype for v in columns.values()]
-        self._data = np.array(list(zip(*columns.values(), strict=True)), dtype=object)
-
-    def to_numpy(self) -> np.ndarray[Any, Any]:
-        return self._data
 
 
 # --- the signature ------------------------------------------------------------------------------
