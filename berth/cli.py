@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
+from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 from rich.console import Console, RenderableType
 from rich.markup import escape
@@ -36,6 +37,7 @@ from berth import render
 from berth.client import DEFAULT_ALIAS, Client
 from berth.config import ClientSettings, resolve_token
 from berth.errors import BerthError
+from registry.errors import RegistryError
 from registry.schemas import NAME_PATTERN, Role
 
 P = ParamSpec("P")
@@ -49,7 +51,7 @@ app = typer.Typer(
     add_completion=False,
 )
 db_app = typer.Typer(help="The registry's database schema.", no_args_is_help=True)
-token_app = typer.Typer(help="API tokens: create, list, revoke.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens: create, list, revoke, bootstrap.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
 
@@ -81,6 +83,12 @@ def _one_line_errors() -> Iterator[None]:
         raise fail(exc.message) from None
     except UserError as exc:
         raise fail(str(exc)) from None
+    except RegistryError as exc:  # the commands that work on the database directly
+        raise fail(exc.message) from None
+    except ValidationError as exc:  # a BERTH_* variable that does not parse
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise fail(f"invalid configuration {exc.title} {where}: {first['msg']}") from None
 
 
 def command(

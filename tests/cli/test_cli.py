@@ -382,3 +382,14 @@ def test_the_console_script_speaks_the_same(instance: Instance, churn: dict[str,
     usage = berth("split", env=instance.env)
     assert usage.exit_code == 2
     assert "Traceback" not in usage.stderr
+
+
+def test_bad_configuration_and_an_unreachable_database(cli: Cli) -> None:
+    one_line_error(
+        cli("models", env={"BERTH_TIMEOUT_SECONDS": "soon"}),
+        "invalid configuration ClientSettings timeout_seconds",
+    )
+    url = f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/berth"
+    one_line_error(
+        cli("db", "upgrade", env={"BERTH_DATABASE_URL": url}), "the database is unavailable"
+    )
