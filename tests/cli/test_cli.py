@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import joblib
 import numpy as np
 import pytest
@@ -393,3 +394,20 @@ def test_bad_configuration_and_an_unreachable_database(cli: Cli) -> None:
     one_line_error(
         cli("db", "upgrade", env={"BERTH_DATABASE_URL": url}), "the database is unavailable"
     )
+
+
+def test_token_bootstrap_writes_a_serving_token_and_no_second_admin(
+    cli: Cli, instance: Instance, tmp_path: Path
+) -> None:
+    result = ok(cli("token", "bootstrap", "--dir", str(tmp_path)))
+    assert "admin token not created (tokens exist already)" in result.stdout
+    assert not (tmp_path / "admin-token").exists()
+    secret = (tmp_path / "serving-token").read_text().strip()
+    assert (tmp_path / "serving-token").stat().st_mode & 0o777 == 0o600
+    me = httpx.get(
+        f"{instance.url}/api/v1/whoami", headers={"Authorization": f"Bearer {secret}"}, timeout=10
+    ).json()
+    assert me["role"] == "reader"
+    # A second run keeps the token that still works.
+    ok(cli("token", "bootstrap", "--dir", str(tmp_path)))
+    assert (tmp_path / "serving-token").read_text().strip() == secret
