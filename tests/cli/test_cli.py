@@ -196,6 +196,10 @@ def test_predict_reads_the_input_from_a_file(
     body.write_text(json.dumps({"inputs": ROWS[:1]}))
     answer = as_json(cli("predict", "churn", "--version", "1", "--input", f"@{body}", "--json"))
     assert len(answer["predictions"]) == 1
+    piped = as_json(
+        cli("predict", "churn", "-v", "1", "--input", "@-", "--json", input=json.dumps(ROWS))
+    )
+    assert len(piped["predictions"]) == 3
 
 
 def test_promote_history_rollback_and_split(cli: Cli, churn: dict[str, Any]) -> None:
