@@ -150,3 +150,16 @@ def test_a_port_in_use_is_one_line(instance: Instance, tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert result.stderr.strip().startswith(f"error: cannot listen on 127.0.0.1:{port}")
     assert "Traceback" not in result.stderr
+
+
+def test_serving_alone_refuses_auth_off_beyond_loopback() -> None:
+    from types import SimpleNamespace
+
+    from berth.cli import UserError, _check_serving_binding
+
+    off = SimpleNamespace(auth=False, allow_insecure=False)
+    with pytest.raises(UserError, match=r"refusing to listen on 0\.0\.0\.0"):
+        _check_serving_binding(off, "0.0.0.0")
+    _check_serving_binding(off, "127.0.0.1")
+    _check_serving_binding(SimpleNamespace(auth=False, allow_insecure=True), "0.0.0.0")
+    _check_serving_binding(SimpleNamespace(auth=True, allow_insecure=False), "0.0.0.0")
