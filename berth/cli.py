@@ -283,6 +283,8 @@ def up(
         overrides["auto_migrate"] = True  # the embedded default migrates itself
     settings = RegistrySettings(**overrides)
     try:
+        # Both halves read the same BERTH_AUTH and BERTH_ALLOW_INSECURE, so the registry's rule
+        # is serving's too.
         check_binding(settings, host)
     except InsecureBinding as exc:
         raise UserError(str(exc)) from None
@@ -380,6 +382,7 @@ def serve_command(
     ] = None,
 ) -> None:
     """Run one serving replica alone (configured by BERTH_* variables)."""
+    from serving.auth import InsecureBinding, check_binding
     from serving.config import ServingSettings
     from serving.main import create_app
 
@@ -390,26 +393,12 @@ def serve_command(
         except OSError as exc:
             raise UserError(f"cannot read {registry_token_file}: {exc.strerror or exc}") from None
     settings = ServingSettings(**overrides)
-    _check_serving_binding(settings, host)
+    try:
+        check_binding(auth=settings.auth, allow_insecure=settings.allow_insecure, host=host)
+    except InsecureBinding as exc:
+        raise UserError(str(exc)) from None
     _log_setup()
     _serve(create_app(settings), host=host, port=port)
-
-
-def _check_serving_binding(settings: Any, host: str) -> None:
-    """The registry's rule for serving too: no unauthenticated predict beyond loopback.
-
-    Read through getattr: serving's `auth`/`allow_insecure` settings arrive with the security
-    work, and until then serving has no authentication of its own to turn off.
-    """
-    from registry.main import is_loopback
-
-    auth = getattr(settings, "auth", True)
-    if auth or getattr(settings, "allow_insecure", False) or is_loopback(host):
-        return
-    raise UserError(
-        f"refusing to listen on {host} with serving authentication off (BERTH_AUTH=false): "
-        "bind to 127.0.0.1, turn authentication on, or set BERTH_ALLOW_INSECURE=true"
-    )
 
 
 @command(db_app, "upgrade")

@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from registry import auth, presenters
+from registry import artifact_checks, auth, presenters
 from registry import repository as repo
 from registry.auth import Admin, Public, Publisher, Reader
 from registry.config import RegistrySettings
@@ -167,7 +167,13 @@ def list_models(
     principal: Reader,
     limit: Limit = 50,
     cursor: Cursor = None,
-    prefix: Annotated[str | None, Query(max_length=128, description="Name prefix.")] = None,
+    prefix: Annotated[
+        str | None,
+        Query(
+            pattern=r"^([a-z0-9][a-z0-9._-]{0,127})?$",
+            description="Name prefix: a name's first letters.",
+        ),
+    ] = None,
     tag: Annotated[str | None, Query(max_length=256, description="`key=value`.")] = None,
 ) -> Page[ModelOut]:
     models, next_cursor = RegistryService(session, actor=principal.actor).list_models(
@@ -192,10 +198,16 @@ def update_model(
 # --- versions -------------------------------------------------------------------------------
 
 
+# The upload's own limit (BERTH_MAX_ARTIFACT_BYTES, counted as the body streams) applies; the
+# app-wide JSON body limit would cut every model off at a megabyte.
+UPLOAD_BODY_LIMIT = 2**62
+
+
 @router.post(
     "/models/{name}/versions",
     status_code=201,
     tags=["versions"],
+    max_body_size=UPLOAD_BODY_LIMIT,
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -237,10 +249,12 @@ async def upload_version(
         max_file_bytes=settings.max_artifact_bytes,
         max_metadata_bytes=settings.max_metadata_bytes,
         part_bytes=settings.upload_part_bytes,
+        inspect=artifact_checks.start_inspection,
     )
     received = await receiver.receive(request)
     try:
         received.check_digest()
+        await run_in_threadpool(artifact_checks.check_upload, received)
         files = await run_in_threadpool(received.publish, database)
     finally:
         await run_in_threadpool(received.discard)
@@ -459,9 +473,14 @@ async def alias_rollout(
     revision: Annotated[int | None, Query(ge=1, description="Default: the current one.")] = None,
     wait: Annotated[float, Query(ge=0, le=600, description="Seconds to wait for it.")] = 0,
 ) -> Rollout:
-    """Which live replicas serve which revision; with `wait`, returns once all serve it."""
+    """Which live replicas serve which revision; with `wait`, returns once all serve it.
+
+    A wait is bounded by BERTH_FEED_MAX_WAIT_SECONDS, as the change feed's is: past it the answer
+    says `converged: false` and the client asks again, so no request holds a connection for the
+    ten minutes `wait` allows.
+    """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
+    deadline = loop.time() + min(wait, settings.feed_max_wait_seconds)
     signal = request.app.state.replica_signal
 
     def read() -> Rollout:

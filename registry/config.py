@@ -36,6 +36,11 @@ class RegistrySettings(BaseSettings):
         default=4096 * MiB, ge=1, description="Upper bound on the bytes of one upload's files."
     )
     max_metadata_bytes: int = Field(default=1 * MiB, ge=1024)
+    max_request_bytes: int = Field(
+        default=1 * MiB,
+        ge=1024,
+        description="Upper bound on any other request body (the JSON ones); 413 past it.",
+    )
     upload_part_bytes: int = Field(
         default=8 * MiB,
         ge=5 * MiB,

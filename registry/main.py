@@ -22,6 +22,7 @@ from registry.config import RegistrySettings
 from registry.db import Database
 from registry.errors import HTTP_STATUS, DatabaseUnavailable, RegistryError
 from registry.feed import FeedWatcher, Signal
+from registry.limits import UniformTooLarge
 from registry.schemas import ErrorBody
 from registry.storage import ArtifactStore, open_store
 
@@ -93,6 +94,9 @@ def create_app(
         version=VERSION,
         summary="Immutable model versions, aliases with history, and a change feed.",
         lifespan=lifespan,
+        # A path is one of the API's or a 404: no redirect that echoes the request's own
+        # segments (`/models/../` → `/models/..`) back to the client.
+        redirect_slashes=False,
         responses={
             400: {"model": ErrorBody},
             401: {"model": ErrorBody},
@@ -109,9 +113,13 @@ def create_app(
     app.state.store = store
     app.state.feed_signal = feed_signal
     app.state.replica_signal = replica_signal
-    app.include_router(router)
-    app.include_router(health_router)
+    # Every route's body is bounded (the upload route lifts the bound for its own, streaming one).
+    # Set per router rather than app-wide: the app-level limiter answers a declared-too-large
+    # body from outside every middleware, where its plain-text 413 cannot be made uniform.
+    app.include_router(router, max_body_size=settings.max_request_bytes)
+    app.include_router(health_router, max_body_size=settings.max_request_bytes)
     install_error_handlers(app)
+    app.add_middleware(UniformTooLarge, limit=settings.max_request_bytes)
     return app
 
 
@@ -161,12 +169,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        codes = {404: "not_found", 405: "method_not_allowed"}
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
         code = codes.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        detail = None
         if exc.status_code == 404:
             message = f"no route {request.method} {request.url.path}"
-        response = error_response(exc.status_code, code, message)
+        elif exc.status_code == 413:
+            limit = request.app.state.settings.max_request_bytes
+            message = f"the request body is larger than the {limit} bytes allowed"
+            detail = {"max_request_bytes": limit}
+        response = error_response(exc.status_code, code, message, detail)
         if exc.headers:
             response.headers.update(exc.headers)
         return response

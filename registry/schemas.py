@@ -414,7 +414,7 @@ class LoadFailure(Schema):
 class ReplicaReport(Schema):
     """What a serving replica sends as its heartbeat."""
 
-    position: int = Field(ge=0, description="The last feed position it has applied.")
+    position: int = Field(ge=0, le=2**63 - 1, description="The last feed position it has applied.")
     serving: list[ServedAlias] = Field(default_factory=list, max_length=100_000)
     failures: list[LoadFailure] = Field(default_factory=list, max_length=100)
     started_at: datetime | None = None

@@ -35,6 +35,7 @@ from registry.errors import (
 from registry.schemas import FILE_NAME_PATTERN, PRIMARY_FILE, VersionMetadata
 from registry.service import StoredFile
 from registry.storage import ArtifactStore, Digest, Upload
+from safety import BackgroundInspection
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,19 @@ class _Part:
     pending: bytearray = field(default_factory=bytearray)
     in_flight: asyncio.Task[None] | None = None
     digest: Digest | None = None
+    inspection: BackgroundInspection | None = None
+    """Sees every block right after the store does: the pickle scan runs while bytes arrive."""
+
+    def write(self, block: bytes) -> None:
+        """Store a block, then hand it to the inspection. Runs in a worker thread."""
+        assert self.upload is not None
+        self.upload.write(block)
+        if self.inspection is not None:
+            self.inspection.feed(block)
+
+    def end_inspection(self) -> None:
+        if self.inspection is not None:
+            self.inspection.close()
 
 
 @dataclass
@@ -95,6 +109,7 @@ class ReceivedUpload:
     def discard(self) -> None:
         """Drop whatever temporary objects remain. Runs in a worker thread."""
         for part in self.files:
+            part.end_inspection()
             if part.upload is not None:
                 part.upload.abort()
 
@@ -109,8 +124,10 @@ class UploadReceiver:
         max_file_bytes: int,
         max_metadata_bytes: int,
         part_bytes: int,
+        inspect: Callable[[], BackgroundInspection] | None = None,
     ) -> None:
         self._store = store
+        self._inspect = inspect
         self._max_file_bytes = max_file_bytes
         self._max_metadata_bytes = max_metadata_bytes
         self._part_bytes = part_bytes
@@ -195,6 +212,7 @@ class UploadReceiver:
             for part in self._parts.values():
                 if part.in_flight is not None:
                     await asyncio.gather(part.in_flight, return_exceptions=True)
+                part.end_inspection()
                 if part.upload is not None:
                     await run_in_threadpool(part.upload.abort)
 
@@ -261,7 +279,8 @@ class UploadReceiver:
         upload = await run_in_threadpool(
             functools.partial(self._store.begin_upload, expected_sha256=expected)
         )
-        part = _Part(name=name, media_type=media_type, upload=upload)
+        inspection = self._inspect() if self._inspect is not None else None
+        part = _Part(name=name, media_type=media_type, upload=upload, inspection=inspection)
         self._parts[name] = part
         self._current, self._current_is_metadata = part, False
 
@@ -289,9 +308,7 @@ class UploadReceiver:
         if part.in_flight is not None:
             await part.in_flight
         block, part.pending = bytes(part.pending), bytearray()
-        upload = part.upload
-        assert upload is not None
-        part.in_flight = asyncio.ensure_future(_in_thread(upload.write, block))
+        part.in_flight = asyncio.ensure_future(_in_thread(part.write, block))
 
     async def _end_part(self) -> None:
         part, self._current = self._current, None
@@ -306,8 +323,9 @@ class UploadReceiver:
             part.in_flight = None
         assert part.upload is not None
         if part.pending:
-            await run_in_threadpool(part.upload.write, bytes(part.pending))
+            await run_in_threadpool(part.write, bytes(part.pending))
             part.pending = bytearray()
+        part.end_inspection()
         part.digest = await run_in_threadpool(part.upload.finish)
 
 

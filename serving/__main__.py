@@ -7,6 +7,7 @@ import logging
 
 import uvicorn
 
+from serving.auth import InsecureBinding, check_binding
 from serving.config import ServingSettings
 from serving.main import create_app
 
@@ -23,7 +24,12 @@ def main(argv: list[str] | None = None) -> None:
     # httpx logs every request at INFO: a long-poll and a heartbeat every few seconds would
     # drown what serving itself says.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    app = create_app(ServingSettings())
+    settings = ServingSettings()
+    try:
+        check_binding(auth=settings.auth, allow_insecure=settings.allow_insecure, host=args.host)
+    except InsecureBinding as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    app = create_app(settings)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
 
 

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from registry.schemas import Role
+from serving.auth import Authorize, declare, public, require_reader
 from serving.errors import (
     BadRequest,
     InvalidInput,
@@ -54,7 +56,9 @@ PREDICT_SUMMARIES = {
 
 
 def error_response(error: ServingError) -> JSONResponse:
-    return JSONResponse(error_body(error), status_code=status_of(error))
+    status = status_of(error)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(error_body(error), status_code=status, headers=headers)
 
 
 def _answer(answer: Answer) -> Response:
@@ -80,9 +84,13 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def predict_routes(service: PredictService, *, max_body_bytes: int) -> list[Route]:
+def predict_routes(
+    service: PredictService, *, max_body_bytes: int, authorize: Authorize
+) -> list[Route]:
+    @declare(Role.reader.value)
     async def predict_default(request: Request) -> Response:
         try:
+            await authorize(request)
             body = await read_body(request, max_body_bytes)
             answer = await service.predict_alias(
                 request.path_params["name"],
@@ -94,8 +102,10 @@ def predict_routes(service: PredictService, *, max_body_bytes: int) -> list[Rout
             return error_response(exc)
         return _answer(answer)
 
+    @declare(Role.reader.value)
     async def predict_alias(request: Request) -> Response:
         try:
+            await authorize(request)
             body = await read_body(request, max_body_bytes)
             answer = await service.predict_alias(
                 request.path_params["name"],
@@ -107,8 +117,10 @@ def predict_routes(service: PredictService, *, max_body_bytes: int) -> list[Rout
             return error_response(exc)
         return _answer(answer)
 
+    @declare(Role.reader.value)
     async def predict_version(request: Request) -> Response:
         try:
+            await authorize(request)
             body = await read_body(request, max_body_bytes)
             answer = await service.predict_version(
                 request.path_params["name"], request.path_params["version"], body
@@ -126,13 +138,18 @@ def predict_routes(service: PredictService, *, max_body_bytes: int) -> list[Rout
 
 def ops_router(runtime: Runtime) -> APIRouter:
     router = APIRouter(tags=["operations"])
+    reader = [Depends(require_reader)]
 
-    @router.get("/healthz")
+    @router.get("/healthz", dependencies=[Depends(public)])
     async def healthz() -> dict[str, str]:
         """Alive: the process answers. Says nothing about models."""
         return {"status": "ok"}
 
-    @router.get("/readyz", responses={503: {"description": "Not ready yet."}})
+    @router.get(
+        "/readyz",
+        dependencies=[Depends(public)],
+        responses={503: {"description": "Not ready yet."}},
+    )
     async def readyz() -> Response:
         """Ready once the default aliases of the first snapshot are loaded (or failed for good)."""
         ready, detail = runtime.readiness()
@@ -140,12 +157,12 @@ def ops_router(runtime: Runtime) -> APIRouter:
             return error_response(NotReady("serving is not ready yet", detail=detail))
         return JSONResponse({"status": "ready", **detail})
 
-    @router.get("/status")
+    @router.get("/status", dependencies=reader)
     async def status() -> dict[str, Any]:
         """Loaded versions, routing revisions, feed position and lag, recent failures."""
         return runtime.status()
 
-    @router.get("/metrics", response_class=Response)
+    @router.get("/metrics", response_class=Response, dependencies=reader)
     async def metrics() -> Response:
         return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 

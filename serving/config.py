@@ -90,6 +90,38 @@ class ServingSettings(BaseSettings):
     shadow_max_in_flight: int = Field(
         default=64, ge=0, description="Shadow copies beyond this are dropped, and counted."
     )
+    auth: bool = Field(
+        default=True,
+        description="Require a registry token (reader or better) on predict and /status. Off "
+        "only on loopback.",
+    )
+    allow_insecure: bool = Field(
+        default=False, description="Allow auth off on a non-loopback address. Do not."
+    )
+    anonymous_predict: bool = Field(
+        default=False, description="Let predict skip authentication (the rest still needs it)."
+    )
+    token_cache_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="How long the registry's word on a token is reused: a revoked token keeps "
+        "working on a replica for at most this long.",
+    )
+    load_isolation: bool = Field(
+        default=True,
+        description="Load each new version first in a child process with no credentials and "
+        "the limits below; only a version that loads there is loaded here.",
+    )
+    load_memory_bytes: int = Field(
+        default=4096 * MiB,
+        ge=64 * MiB,
+        description="Memory that child may map to load a model (beyond the libraries it starts "
+        "with): a model that needs more is refused.",
+    )
+    load_cpu_seconds: int = Field(
+        default=120, ge=1, description="CPU-time limit of that child: a load that spins is killed."
+    )
     shadow_rtol: float = Field(default=1e-6, ge=0)
     shadow_atol: float = Field(default=1e-9, ge=0)
 

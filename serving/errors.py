@@ -35,6 +35,17 @@ class MalformedBody(BadRequest):
     code = "malformed_body"
 
 
+# 401 / 403
+
+
+class Unauthenticated(ServingError):
+    code = "unauthenticated"
+
+
+class Forbidden(ServingError):
+    code = "forbidden"
+
+
 # 404
 
 
@@ -166,6 +177,8 @@ HTTP_STATUS: dict[str, int] = {
     "internal_error": 500,
     "bad_request": 400,
     "malformed_body": 400,
+    "unauthenticated": 401,
+    "forbidden": 403,
     "not_found": 404,
     "model_not_found": 404,
     "version_not_found": 404,

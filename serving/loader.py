@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from registry.schemas import Example, VersionOut
+from safety import UnsafeArtifact
 from serving.errors import LoadFailed, LoadStage, NotFound, RegistryUnavailable, ServingError
 from serving.inputs import OUTPUT_METHODS, InputSchema, untyped_rows
 
@@ -48,10 +49,8 @@ class UnsupportedFlavor(Exception):
     pass
 
 
-def _load_sklearn(path: Path) -> Predictor:
-    import joblib
-
-    estimator = joblib.load(path)
+def predictor_of(estimator: Any) -> Predictor:
+    """The output methods a deserialised estimator offers; TypeError when it cannot predict."""
     methods: dict[str, Method] = {}
     for name in OUTPUT_METHODS:
         # hasattr, not getattr with a default: sklearn's `available_if` raises AttributeError
@@ -65,7 +64,21 @@ def _load_sklearn(path: Path) -> Predictor:
     return SklearnPredictor(estimator=estimator, methods=methods)
 
 
-FLAVORS: Mapping[str, Callable[[Path], Predictor]] = {"sklearn": _load_sklearn}
+def _load_checked(flavor: str) -> Callable[[Path], Predictor]:
+    def load(path: Path) -> Predictor:
+        # Never a bare joblib.load: `safety` inspects first and its unpickler enforces the
+        # allow-list again. `serving.isolation` adds the child process on top (the default).
+        from safety.loading import load_artifact
+
+        return predictor_of(load_artifact(path, flavor)[0])
+
+    return load
+
+
+FLAVORS: Mapping[str, Callable[[Path], Predictor]] = {
+    "sklearn": _load_checked("sklearn"),
+    "skops": _load_checked("skops"),
+}
 
 
 def load_model(path: Path, flavor: str) -> Predictor:
@@ -259,6 +272,8 @@ class Loader:
                 )
             try:
                 predictor = await asyncio.to_thread(self._load, path, meta.flavor)
+            except UnsafeArtifact as exc:
+                raise fail("inspect", exc.message) from exc
             except Exception as exc:
                 raise fail("load", f"{type(exc).__name__}: {exc}") from exc
 

@@ -13,13 +13,16 @@ import httpx
 from fastapi import FastAPI
 
 from serving.api import PREDICT_SUMMARIES, install_error_handlers, ops_router, predict_routes
+from serving.auth import RegistryTokens, predict_guard, reader_guard
 from serving.cache import ModelCache
 from serving.config import ServingSettings
 from serving.errors import LoadFailed, ServingError
 from serving.follower import Follower, FollowerOptions
 from serving.heartbeat import Heartbeat, build_report
-from serving.loader import FailureLog, LoadedModel, Loader, LoaderOptions
+from serving.isolation import IsolatedLoader
+from serving.loader import FailureLog, LoadedModel, Loader, LoaderOptions, load_model
 from serving.metrics import ServingMetrics
+from serving.openapi import document_auth
 from serving.registry_client import RegistryClient
 from serving.routing import Router
 from serving.schemas import predict_openapi
@@ -39,6 +42,15 @@ class Runtime:
         self.started_at = datetime.now(UTC)
         self.metrics = ServingMetrics()
         self.failures = FailureLog()
+        self.isolation = (
+            IsolatedLoader(
+                memory_bytes=settings.load_memory_bytes,
+                cpu_seconds=settings.load_cpu_seconds,
+                wall_seconds=settings.load_timeout_seconds,
+            )
+            if settings.load_isolation
+            else None
+        )
         token = settings.registry_token.get_secret_value() if settings.registry_token else None
         self.client = RegistryClient(
             settings.api_url,
@@ -54,6 +66,7 @@ class Runtime:
                 timeout_seconds=settings.load_timeout_seconds,
                 concurrency=settings.load_concurrency,
             ),
+            load=self.isolation or load_model,
             on_loaded=self._loaded,
             on_failure=self._failed,
         )
@@ -98,6 +111,16 @@ class Runtime:
             inline_max_rows=settings.inline_predict_max_rows,
         )
         self.metrics.watch(feed_lag=self.follower.lag_seconds, loaded=lambda: len(self.cache))
+        self.tokens = (
+            RegistryTokens(
+                settings.api_url,
+                timeout_seconds=settings.registry_timeout_seconds,
+                ttl_seconds=settings.token_cache_seconds,
+                transport=transport,
+            )
+            if settings.auth
+            else None
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = False
 
@@ -127,6 +150,10 @@ class Runtime:
         await self.shadower.close()
         await self.cache.close()
         await self.client.aclose()
+        if self.tokens is not None:
+            await self.tokens.aclose()
+        if self.isolation is not None:
+            await asyncio.to_thread(self.isolation.close)
 
     # --- operations -----------------------------------------------------------------------------
 
@@ -260,14 +287,18 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runtime = runtime
+    app.state.authorize_reader = reader_guard(runtime.tokens)
     install_error_handlers(app)
     app.include_router(ops_router(runtime))
     # Predict routes first: the router tries routes in order, and matching the docs and
     # operations routes first cost about 15 us per predict.
     app.router.routes[0:0] = predict_routes(
-        runtime.service, max_body_bytes=settings.max_request_bytes
+        runtime.service,
+        max_body_bytes=settings.max_request_bytes,
+        authorize=predict_guard(runtime.tokens, anonymous=settings.anonymous_predict),
     )
     _document_predict_routes(app)
+    document_auth(app)
     return app
 
 

@@ -32,12 +32,16 @@ from serving.errors import (
     VersionNotFound,
 )
 from serving.inputs import parse_body
+from serving.limits import check_json
 from serving.loader import LoadedModel
 from serving.metrics import EndpointMetrics, ServingMetrics
 from serving.routing import Router
 from serving.shadow import Shadower
 
 logger = logging.getLogger(__name__)
+
+MAX_VERSION = 2**31 - 1
+"""The largest version number the registry's contract allows (`registry.schemas.VersionNumber`)."""
 
 _NAME = re.compile(NAME_PATTERN)
 
@@ -164,7 +168,9 @@ class PredictService:
             if model is None:
                 if not _NAME.match(name):
                     raise ModelNotFound(name)
-                if version < 1:
+                # Past the registry's range no version can exist; asking it would record a
+                # load failure, and the heartbeat carrying that failure would then be refused.
+                if not 1 <= version <= MAX_VERSION:
                     raise VersionNotFound(name, version)
                 model = await self._cache.get_or_load(name, version)
             inputs, outputs = parse_body(_parse_json(body), model.schema)
@@ -230,6 +236,8 @@ class PredictService:
 
 def _parse_json(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        parsed = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise MalformedBody(f"the body is not valid JSON: {exc}"[:300], detail={}) from exc
+    check_json(parsed)
+    return parsed

@@ -86,9 +86,11 @@ def test_one_port_answers_for_both_services(instance: Instance) -> None:
         schema = http.get("/openapi.json").json()
         assert "/api/v1/models" in schema["paths"]
         assert "/models/{name}/predict" in schema["paths"]
-        status = http.get("/status").json()
+        assert http.get("/status").status_code == 401  # serving checks tokens too
+        auth = {"Authorization": f"Bearer {instance.admin_token}"}
+        status = http.get("/status", headers=auth).json()
         assert status["feed"]["connected"] is True
-        metrics = http.get("/metrics")
+        metrics = http.get("/metrics", headers=auth)
         assert metrics.status_code == 200
         assert "berth_serving_" in metrics.text
         missing = http.get("/api/v1/nowhere")
@@ -152,14 +154,10 @@ def test_a_port_in_use_is_one_line(instance: Instance, tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_serving_alone_refuses_auth_off_beyond_loopback() -> None:
-    from types import SimpleNamespace
-
-    from berth.cli import UserError, _check_serving_binding
-
-    off = SimpleNamespace(auth=False, allow_insecure=False)
-    with pytest.raises(UserError, match=r"refusing to listen on 0\.0\.0\.0"):
-        _check_serving_binding(off, "0.0.0.0")
-    _check_serving_binding(off, "127.0.0.1")
-    _check_serving_binding(SimpleNamespace(auth=False, allow_insecure=True), "0.0.0.0")
-    _check_serving_binding(SimpleNamespace(auth=True, allow_insecure=False), "0.0.0.0")
+def test_serving_alone_refuses_auth_off_beyond_loopback(tmp_path: Path) -> None:
+    env = {**CLI_ENV, "BERTH_AUTH": "false"}
+    result = berth("serve", "--host", "0.0.0.0", "--port", str(free_port()), env=env, timeout=60)
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: refusing to listen on 0.0.0.0 with authentication off")

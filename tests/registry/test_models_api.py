@@ -89,8 +89,9 @@ def test_list_models_filters_by_prefix_and_tag(api: httpx.Client) -> None:
     assert by_prefix == ["fraud-eu", "fraud-us"]
     by_tag = [m["name"] for m in api.get("/models", params={"tag": "region=eu"}).json()["items"]]
     assert by_tag == ["churn", "fraud-eu"]
-    # A prefix containing LIKE wildcards matches literally.
-    assert api.get("/models", params={"prefix": "fraud%"}).json()["items"] == []
+    # A prefix is the start of a name: LIKE wildcards (or anything else a name cannot hold) are
+    # refused, never interpreted.
+    assert_error(api.get("/models", params={"prefix": "fraud%"}), 422, "invalid_request")
 
 
 def test_a_forged_cursor_is_a_400(api: httpx.Client) -> None:

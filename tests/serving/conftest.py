@@ -38,6 +38,10 @@ def serving_settings(**overrides: Any) -> ServingSettings:
         "backoff_min_seconds": 0.05,
         "backoff_max_seconds": 0.2,
         "serving_max_models": 4,
+        # Authentication and isolated loading are tested in tests/security; here the fake
+        # registry vouches for nobody, and a child process per load would only add seconds.
+        "auth": False,
+        "load_isolation": False,
     }
     return ServingSettings(**(values | overrides))
 

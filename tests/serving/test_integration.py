@@ -153,6 +153,7 @@ def start_replicas(registry: Registry, tmp_path: Path) -> Iterator[Callable[[int
                 env={
                     "BERTH_REGISTRY_URL": registry.url,
                     "BERTH_REPLICA_ID": replica_id,
+                    "BERTH_AUTH": "false",
                     "BERTH_FEED_WAIT_SECONDS": "20",
                     "BERTH_HEARTBEAT_SECONDS": "1",
                     "BERTH_BACKOFF_MIN_SECONDS": "0.1",
