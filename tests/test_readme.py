@@ -79,26 +79,37 @@ def default_of(field: FieldInfo) -> str:
 
 
 def rows() -> list[tuple[str, str, str, str]]:
-    found: dict[str, tuple[list[str], str, str]] = {}
+    """One row per variable. A variable two services read with different defaults or meanings
+    shows each service's (one environment configures both in `berth up`)."""
+    found: dict[str, list[tuple[str, str, str]]] = {}
     for service, settings in SOURCES:
         prefix = settings.model_config.get("env_prefix", "")
         for name, field in settings.model_fields.items():
             variable = f"{prefix}{name}".upper()
             what = (field.description or FALLBACK.get(name, "")).replace("\n", " ")
             assert what, f"{settings.__name__}.{name} needs a description"
-            if variable in found:
-                found[variable][0].append(service)
-            else:
-                found[variable] = ([service], default_of(field), what)
-    table = [(v, ", ".join(s), d, w) for v, (s, d, w) in found.items()]
-    table += [(v, "registry", "-", w) for v, w in AWS]
+            found.setdefault(variable, []).append((service, default_of(field), what))
+    table = []
+    for variable, readers in found.items():
+        services = ", ".join(s for s, _, _ in readers)
+        defaults = {d for _, d, _ in readers}
+        if len(defaults) == 1:
+            default = f"`{readers[0][1]}`"
+        else:
+            default = "; ".join(f"{s}: `{d}`" for s, d, _ in readers)
+        if len({w for _, _, w in readers}) == 1 or len(defaults) == 1:
+            what = readers[0][2]
+        else:
+            what = " ".join(f"{s.capitalize()}: {w}" for s, _, w in readers)
+        table.append((variable, services, default, what))
+    table += [(v, "registry", "`-`", w) for v, w in AWS]
     return table
 
 
 def table() -> str:
     lines = ["| Variable | Read by | Default | What it does |", "|---|---|---|---|"]
     for variable, services, default, what in rows():
-        lines.append(f"| `{variable}` | {services} | `{default}` | {what} |")
+        lines.append(f"| `{variable}` | {services} | {default} | {what} |")
     return "\n".join(lines)
 
 
