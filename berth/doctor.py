@@ -96,6 +96,8 @@ def _check_registry(client: Client, report: Report) -> None:
         report.add("token", False, exc.message)
     else:
         report.add("token", True, f"'{me['name']}' with role {me['role']}")
+        if version := me.get("registry_version"):
+            report.add("registry version", True, f"Berth {version}")
 
 
 def _check_serving(client: Client, report: Report) -> None:
