@@ -7,7 +7,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint format typecheck pytest fuzz clean bench-upload
 
-$(STAMP): pyproject.toml constraints.txt
+# Every first-party package that exists; a package added later is checked without editing this.
+PACKAGES := $(patsubst %/__init__.py,%,$(wildcard $(addsuffix /__init__.py,registry serving berth safety migrations)))
+
+# A package that appears (a merge, a new checkout) re-installs too: the editable install maps
+# top-level packages when it runs, so one added later would not import.
+$(STAMP): pyproject.toml constraints.txt $(addsuffix /__init__.py,$(PACKAGES))
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
@@ -28,9 +33,6 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
-
-# Every first-party package that exists; a package added later is checked without editing this.
-PACKAGES := $(patsubst %/__init__.py,%,$(wildcard $(addsuffix /__init__.py,registry serving berth safety migrations)))
 
 typecheck: $(STAMP)
 	$(BIN)/mypy $(PACKAGES)

@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from registry import artifact_checks, auth, presenters
+from registry import __version__, artifact_checks, auth, presenters
 from registry import repository as repo
 from registry.auth import Admin, Public, Publisher, Reader
 from registry.config import RegistrySettings
@@ -668,8 +668,9 @@ def revoke_token(
 
 @router.get("/whoami", tags=["admin"])
 def whoami(principal: Reader) -> dict[str, Any]:
-    """The caller's identity and role, as the registry sees it."""
+    """The caller's identity and role as the registry sees it, and the registry's version."""
     return {
+        "registry_version": __version__,
         "name": principal.name,
         "role": principal.role.value,
         "models": sorted(principal.models) if principal.models is not None else None,

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from registry import migrate
+from registry import __version__, migrate
 from registry.api import health_router, router
 from registry.config import RegistrySettings
 from registry.db import Database
@@ -28,7 +28,7 @@ from registry.storage import ArtifactStore, open_store
 
 log = logging.getLogger("registry")
 
-VERSION = "0.1.0"
+VERSION = __version__
 
 
 class InsecureBinding(RuntimeError):

@@ -37,3 +37,39 @@ def test_serving_uses_only_the_registry_wire_contract() -> None:
         for path, names in imports_of("serving").items()
     }
     assert {p: n for p, n in offenders.items() if n} == {}
+
+
+# The client side of berth/ speaks HTTP and the wire contract only. The composition (`berth up`),
+# the database commands (`db upgrade`, `token --database`) and `doctor`'s local checks are the
+# operator's tools and may reach into the services, but never their repositories or ORM models.
+BERTH_CLIENT_SIDE = {
+    "berth/client.py",
+    "berth/errors.py",
+    "berth/packaging.py",
+    "berth/upload.py",
+    "berth/config.py",
+    "berth/render.py",
+    "berth/demo.py",
+    "berth/__init__.py",
+}
+
+
+def test_the_client_uses_only_the_wire_contract() -> None:
+    found = imports_of("berth")
+    assert set(found) >= BERTH_CLIENT_SIDE
+    offenders = {
+        path: sorted(
+            n
+            for n in names
+            if n.split(".")[0] in {"registry", "serving"} and n != "registry.schemas"
+        )
+        for path, names in found.items()
+        if path in BERTH_CLIENT_SIDE
+    }
+    assert {p: n for p, n in offenders.items() if n} == {}
+
+
+def test_berth_never_imports_repositories_or_orm_models() -> None:
+    forbidden = {"registry.repository", "registry.models", "registry.service"}
+    offenders = {path: sorted(names & forbidden) for path, names in imports_of("berth").items()}
+    assert {p: n for p, n in offenders.items() if n} == {}

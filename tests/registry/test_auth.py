@@ -186,3 +186,12 @@ def test_first_start_bootstraps_one_admin_token_in_a_private_file(
     assert auth.bootstrap_admin_token(secured.db, tmp_path / "other") is None
     assert not (tmp_path / "other").exists()
     assert len(admin.get("/tokens").json()) == 1
+
+
+def test_whoami_names_the_caller_and_the_registry_version(secured: RunningRegistry) -> None:
+    from registry import __version__
+
+    me = secured.client(make_token(secured, Role.reader, name="viewer")).get("/whoami").json()
+    assert me["name"] == "viewer"
+    assert me["role"] == "reader"
+    assert me["registry_version"] == __version__ != "0+unknown"

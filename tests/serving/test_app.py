@@ -289,8 +289,9 @@ def test_shadow_versions_get_copies_and_their_agreement_is_recorded(
 
     def shadow_stats() -> dict[int, dict[str, Any]] | None:
         stats = {s["version"]: s for s in client.get("/status").json()["shadow"]}
-        # `requests` counts when a copy starts; `rows` once its answer was compared.
-        done = stats and all(s["rows"] == 10 for s in stats.values())
+        # `requests` counts a shadow call when it starts; `rows` once its answer is compared
+        # and its metrics written, which is what the assertions below read.
+        done = stats and all(s["requests"] == s["rows"] == 10 for s in stats.values())
         return stats if done else None
 
     stats = eventually(shadow_stats)
