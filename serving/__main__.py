@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["BERTH_LOG_LEVEL"] = args.log_level.lower()
     settings = ServingSettings()
     try:
+        settings.bearer_token()  # an unreadable token file stops here, with its reason
         check_binding(auth=settings.auth, allow_insecure=settings.allow_insecure, host=args.host)
-    except InsecureBinding as exc:
+    except (InsecureBinding, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from exc
     configure_logging(
         level=settings.log_level,

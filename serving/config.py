@@ -41,6 +41,11 @@ class ServingSettings(BaseSettings):
     registry_token: SecretStr | None = Field(
         default=None, description="Bearer token for the registry; a `reader` token is enough."
     )
+    registry_token_file: Path | None = Field(
+        default=None,
+        description="A file holding that token (a mounted Secret), read at start; an "
+        "alternative to `BERTH_REGISTRY_TOKEN` that keeps the token out of the environment.",
+    )
     default_alias: str = Field(
         default="production",
         pattern=NAME_PATTERN,
@@ -97,7 +102,13 @@ class ServingSettings(BaseSettings):
     download_dir: Path | None = Field(
         default=None, description="Where artifacts are staged while hashed. Default: system temp."
     )
-    max_request_bytes: int = Field(default=32 * MiB, ge=1024)
+    max_predict_bytes: int = Field(
+        default=32 * MiB,
+        ge=1024,
+        description="Upper bound on a predict request body; 413 past it. (The registry's "
+        "`BERTH_MAX_REQUEST_BYTES` bounds its own JSON bodies: one variable, two meanings, was "
+        "a trap for a shared ConfigMap.)",
+    )
     inline_predict_max_seconds: float = Field(
         default=0.001,
         ge=0,
@@ -148,6 +159,29 @@ class ServingSettings(BaseSettings):
         if self.backoff_min_seconds > self.backoff_max_seconds:
             raise ValueError("backoff_min_seconds must not exceed backoff_max_seconds")
         return self
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> ServingSettings:
+        if self.registry_token is not None and self.registry_token_file is not None:
+            raise ValueError("set BERTH_REGISTRY_TOKEN or BERTH_REGISTRY_TOKEN_FILE, not both")
+        return self
+
+    def bearer_token(self) -> str | None:
+        """The registry token, from the variable or the file; ValueError if the file is unusable."""
+        if self.registry_token is not None:
+            return self.registry_token.get_secret_value()
+        if self.registry_token_file is None:
+            return None
+        try:
+            token = self.registry_token_file.read_text().strip()
+        except OSError as exc:
+            raise ValueError(
+                f"cannot read BERTH_REGISTRY_TOKEN_FILE {self.registry_token_file}: "
+                f"{exc.strerror or exc}"
+            ) from None
+        if not token:
+            raise ValueError(f"BERTH_REGISTRY_TOKEN_FILE {self.registry_token_file} is empty")
+        return token
 
     @property
     def api_url(self) -> str:

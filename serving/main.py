@@ -76,10 +76,9 @@ class Runtime:
             if settings.load_isolation
             else None
         )
-        token = settings.registry_token.get_secret_value() if settings.registry_token else None
         self.client = RegistryClient(
             settings.api_url,
-            token=token,
+            token=settings.bearer_token(),
             timeout_seconds=settings.registry_timeout_seconds,
             transport=transport,
         )
@@ -366,7 +365,7 @@ def create_app(
     # routes come next, before every FastAPI route, for the same reason.
     app.router.routes[0:0] = [
         *predict_routes(
-            runtime.service, max_body_bytes=settings.max_request_bytes, authorize=guard
+            runtime.service, max_body_bytes=settings.max_predict_bytes, authorize=guard
         ),
         *hot_routes(runtime, guard=guard),
     ]

@@ -73,7 +73,7 @@ def test_predict_by_default_alias_named_alias_and_pinned_version(
         "model": "churn",
         "version": 2,
         "alias": "staging",
-        "predictions": [5.0],
+        "predictions": [pytest.approx(5.0)],
     }
 
     pinned = client.post("/models/churn/versions/2/predict", json={"input": row()}).json()
@@ -190,7 +190,7 @@ def test_bad_input_is_refused_with_the_error_body_and_never_a_500(
 def test_a_body_over_the_limit_is_refused_before_it_is_read(
     two_versions: FakeRegistry, start_serving: Start
 ) -> None:
-    client = start_serving(max_request_bytes=2048)
+    client = start_serving(max_predict_bytes=2048)
     eventually(lambda: ready(client))
     response = client.post("/models/churn/predict", json={"inputs": [row()] * 200})
     assert response.status_code == 413
