@@ -236,8 +236,13 @@ def test_a_version_that_fails_to_load_never_takes_traffic(
     client = start_serving()
     eventually(lambda: ready(client))
     two_versions.set_alias("churn", "production", bad)
+    # The failure is recorded before the alias says why it is pending: wait for both.
     status = eventually(
-        lambda: (s := client.get("/status").json())["failures"] and s,
+        lambda: (
+            (s := client.get("/status").json())["failures"]
+            and s["aliases"][0]["pending_reason"]
+            and s
+        ),
     )
     assert [(f["version"], f["stage"]) for f in status["failures"]] == [(bad, stage)]
     alias = status["aliases"][0]
