@@ -587,3 +587,23 @@ def test_only_registry_migrations_and_gc_reach_postgres_and_s3(docs: list[Doc]) 
     storage = find(docs, "NetworkPolicy", "berth-storage-clients")
     postgres = storage["spec"]["egress"][0]["to"][0]["ipBlock"]["cidr"]
     assert ipaddress.ip_network(postgres).is_private
+
+
+def test_the_readmes_staged_applies_bring_what_each_stage_needs(docs: list[Doc]) -> None:
+    """README: `kubectl apply -k ... -l app.kubernetes.io/component=X` for migrations, then
+    the registry (to mint serving's token), then everything."""
+
+    def labelled(component: str) -> list[Doc]:
+        return [
+            d
+            for d in docs
+            if d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component
+        ]
+
+    assert [d["kind"] for d in labelled("migrations")] == ["Job"]
+    registry = labelled("registry")
+    (deployment,) = by_kind(registry, "Deployment")
+    for container in containers(deployment):
+        for source in container.get("envFrom", []):
+            find(registry, "ConfigMap", source["configMapRef"]["name"])
+    assert find(registry, "Service", "berth-registry")
