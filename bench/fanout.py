@@ -13,7 +13,10 @@ HTTP.
 Target (issue 8): p99 <= 1 s over the 20 promotions of the 20-process stage.
 Writes bench/results/fanout.json and exits 1 if the target is missed.
 
-    make bench-fanout     # or: .venv/bin/python bench/fanout.py [--no-isolation]
+    make bench-fanout     # or: .venv/bin/python bench/fanout.py [--no-isolation] [--output F]
+
+The isolated loader (the default, BERTH_LOAD_ISOLATION=true) loads each version twice, once in a
+child process; --no-isolation shows what that costs when 20 processes load at once on few cores.
 """
 
 from __future__ import annotations
@@ -230,7 +233,12 @@ def run(isolation: bool, keep_logs: bool) -> dict[str, Any]:
     return {
         "benchmark": "fanout",
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            # Other work on the machine shares its cores: the figures depend on it.
+            "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+        },
         "setup": {
             "registries": 2,
             "database": "postgres (a fresh database)",
