@@ -203,6 +203,7 @@ class Runtime:
 
         Latched: once ready, a replica stays ready while it loads later promotions (it keeps
         serving the old revision meanwhile), so a fleet is never pulled out of rotation at once.
+        Only SIGTERM (`begin_drain`) makes it not ready again, for good.
         """
         if self.draining:
             return False, {"reason": "shutting down"}

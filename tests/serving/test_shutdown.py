@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 DELAY_SECONDS = 1.5
 DRAIN_SECONDS = 10
 GRACE_SECONDS = 30
-"""terminationGracePeriodSeconds of the serving pods in deploy/kubernetes."""
+"""Below the serving pods' terminationGracePeriodSeconds (40, deploy/kubernetes)."""
 IN_FLIGHT = 4
 BODY_SECONDS = 3.0
 """How long each slow request keeps sending its body after it starts: past the delay."""
