@@ -153,6 +153,21 @@ class ServingSettings(BaseSettings):
     )
     shadow_rtol: float = Field(default=1e-6, ge=0)
     shadow_atol: float = Field(default=1e-9, ge=0)
+    shutdown_delay_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        le=300,
+        description="After SIGTERM, how long `/readyz` answers 503 while requests are still "
+        "served, so load balancers stop sending new ones before the listener closes. 0 stops at "
+        "once (a single machine); the Kubernetes manifests set 5.",
+    )
+    shutdown_drain_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        le=600,
+        description="Then how long requests in flight may take to finish before they are "
+        "cancelled. Keep delay plus drain below the pod's `terminationGracePeriodSeconds`.",
+    )
 
     @model_validator(mode="after")
     def _ordered_backoff(self) -> ServingSettings:

@@ -152,6 +152,8 @@ class Runtime:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = False
+        self.draining = False
+        """Set by SIGTERM (serving.shutdown): not ready from then on, while still serving."""
 
     def _loaded(self, model: LoadedModel) -> None:
         self.metrics.loads.labels(model.name, str(model.version)).inc()
@@ -200,7 +202,10 @@ class Runtime:
 
         Latched: once ready, a replica stays ready while it loads later promotions (it keeps
         serving the old revision meanwhile), so a fleet is never pulled out of rotation at once.
+        Only SIGTERM (`begin_drain`) makes it not ready again, for good.
         """
+        if self.draining:
+            return False, {"reason": "shutting down"}
         if self._ready:
             return True, {}
         if not self.follower.settled.is_set():
@@ -218,6 +223,9 @@ class Runtime:
             return False, {"reason": "default aliases are still loading", "aliases": waiting}
         self._ready = True
         return True, {}
+
+    def begin_drain(self) -> None:
+        self.draining = True
 
     def _loading(self, model: str, alias: str) -> bool:
         spec = self.follower.desired[(model, alias)]
