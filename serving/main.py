@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from serving.api import PREDICT_SUMMARIES, install_error_handlers, ops_router, predict_routes
 from serving.auth import RegistryTokens, predict_guard, reader_guard
+from serving.batching import Batcher
 from serving.cache import ModelCache
 from serving.config import ServingSettings
 from serving.errors import LoadFailed, ServingError
@@ -135,6 +136,15 @@ class Runtime:
             default_alias=settings.default_alias,
             inline_max_rows=settings.inline_predict_max_rows,
             spans=self.spans,
+            batcher=(
+                Batcher(
+                    max_rows=settings.batch_max_rows,
+                    max_wait_seconds=settings.batch_max_wait_ms / 1000,
+                    observe=self.metrics.batch,
+                )
+                if settings.batching
+                else None
+            ),
         )
         self.metrics.watch(
             feed_lag=self.follower.lag_seconds,
