@@ -91,6 +91,7 @@ class Runtime:
                 inline_max_seconds=settings.inline_predict_max_seconds,
                 timeout_seconds=settings.load_timeout_seconds,
                 concurrency=settings.load_concurrency,
+                onnx=settings.onnx,
             ),
             load=self.isolation or load_model,
             on_loaded=self._loaded,
@@ -286,6 +287,8 @@ class Runtime:
                     "flavor": m.flavor,
                     "loaded_at": m.loaded_at.isoformat(),
                     "load_seconds": round(m.load_seconds, 4),
+                    "runtime": m.runtime,
+                    "runtime_note": m.runtime_note,
                     "predict_on_loop": m.inline,
                     "behind_alias": self.cache.is_held((m.name, m.version)),
                 }

@@ -40,7 +40,8 @@ class CountingModel:
             assert self.gate.wait(30)
         if (rows < 0).any():
             raise ValueError("negative values are refused")
-        return rows.sum(axis=1)
+        total: Rows = rows.sum(axis=1)
+        return total
 
 
 def request(value: float, n: int = 1) -> Rows:
