@@ -126,12 +126,31 @@ class ArtifactSource(Protocol):
     ) -> tuple[str, int]: ...
 
 
-def outputs_match(actual: Any, expected: list[Any], *, rtol: float, atol: float) -> str | None:
-    """None when `actual` reproduces `expected` within tolerance, else what differs."""
+_KIND_GROUPS = {"b": "bool", "i": "int", "u": "int", "f": "float", "U": "str", "S": "str"}
+
+
+def _kind_of(values: np.ndarray[Any, Any]) -> str:
+    if values.dtype.kind == "O" and all(isinstance(v, str) for v in values.flat):
+        return "str"  # onnxruntime answers string labels as an object array
+    return _KIND_GROUPS.get(values.dtype.kind, "object")
+
+
+def outputs_match(
+    actual: Any, expected: list[Any], *, rtol: float, atol: float, strict_kinds: bool = False
+) -> str | None:
+    """None when `actual` reproduces `expected` within tolerance, else what differs.
+
+    `strict_kinds`: bools, integers, floats and strings must also stay what they were (an ONNX
+    graph answering 0/1 where scikit-learn answered true/false would change the JSON).
+    """
     got = np.asarray(actual)
     want = np.asarray(expected)
     if got.shape != want.shape:
         return f"shape {got.shape} differs from the expected {want.shape}"
+    if strict_kinds and want.size:
+        got_kind, want_kind = _kind_of(got), _kind_of(want)
+        if got_kind != want_kind:
+            return f"answers {got_kind} values where the example holds {want_kind} values"
     if got.dtype.kind in "biuf" and want.dtype.kind in "biuf":
         close = np.isclose(got.astype(np.float64), want.astype(np.float64), rtol=rtol, atol=atol)
         close |= np.isnan(got.astype(np.float64)) & np.isnan(want.astype(np.float64))
@@ -166,6 +185,7 @@ def check_example(
     schema: InputSchema | None,
     *,
     tolerance: tuple[float, float] | None = None,
+    strict_kinds: bool = False,
 ) -> tuple[float, str | None]:
     """Run the stored example (warm-up and smoke test in one); return one-row predict seconds.
 
@@ -178,7 +198,9 @@ def check_example(
             if method is None:
                 return math.inf, f"the example has '{method_name}' outputs; the model lacks it"
             rtol, atol = tolerance or (example.rtol, example.atol)
-            why = outputs_match(method(inputs), expected, rtol=rtol, atol=atol)
+            why = outputs_match(
+                method(inputs), expected, rtol=rtol, atol=atol, strict_kinds=strict_kinds
+            )
             if why is not None:
                 return math.inf, f"{method_name}: {why}"
         row = inputs[:1]
@@ -379,7 +401,12 @@ class Loader:
                 return None, math.inf, f"onnxruntime cannot load it: {type(exc).__name__}: {exc}"
         try:
             one_row, why = await asyncio.to_thread(
-                check_example, compiled, meta.example, schema, tolerance=tolerance(meta.example)
+                check_example,
+                compiled,
+                meta.example,
+                schema,
+                tolerance=tolerance(meta.example),
+                strict_kinds=True,
             )
         except Exception as exc:
             return None, math.inf, f"the example fails with it: {type(exc).__name__}: {exc}"

@@ -60,7 +60,8 @@ def test_a_rendition_that_reproduces_the_example_answers(tmp_path: Path) -> None
 def test_a_classifier_answers_labels_and_probabilities(tmp_path: Path) -> None:
     registry = FakeRegistry()
     x = training_data()
-    estimator = RandomForestClassifier(n_estimators=5, random_state=0).fit(x, x[:, 0] > 0)
+    labels = np.where(x[:, 0] > 0, "churn", "stay")
+    estimator = RandomForestClassifier(n_estimators=5, random_state=0).fit(x, labels)
     onnx = onnx_bytes(estimator, tmp_path)
     loaded = load(registry, push(registry, estimator, onnx, methods=("predict", "predict_proba")))
 
@@ -70,6 +71,21 @@ def test_a_classifier_answers_labels_and_probabilities(tmp_path: Path) -> None:
     np.testing.assert_allclose(
         loaded.methods["predict_proba"](rows), estimator.predict_proba(rows), atol=1e-6
     )
+
+
+def test_labels_of_another_type_than_the_estimator_answers_keep_scikit_learn(
+    tmp_path: Path,
+) -> None:
+    registry = FakeRegistry()
+    x = training_data()
+    # skl2onnx answers bool classes as 0/1: the JSON answer would change, so it is not used.
+    estimator = RandomForestClassifier(n_estimators=5, random_state=0).fit(x, x[:, 0] > 0)
+    loaded = load(registry, push(registry, estimator, onnx_bytes(estimator, tmp_path)))
+
+    assert loaded.runtime == "sklearn"
+    assert loaded.runtime_note is not None
+    assert "bool" in loaded.runtime_note
+    assert loaded.methods["predict"](x[:2]).dtype == np.bool_
 
 
 def test_a_rendition_of_another_model_is_not_used_and_the_version_says_why(
