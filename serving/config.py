@@ -116,6 +116,25 @@ class ServingSettings(BaseSettings):
         "predicts on the event loop: a thread hop costs about 0.1 ms, more than a linear model.",
     )
     inline_predict_max_rows: int = Field(default=64, ge=0)
+    batching: bool = Field(
+        default=True,
+        description="Predict concurrent requests for one version in one model call (models "
+        "predicted in a worker thread only). A lone request is never held back.",
+    )
+    batch_max_rows: int = Field(
+        default=64, ge=1, description="Rows one batched model call takes at most."
+    )
+    batch_max_wait_ms: float = Field(
+        default=2.0,
+        ge=0,
+        description="Longest a request queued behind a running call waits before a second "
+        "call starts alongside it.",
+    )
+    onnx: bool = Field(
+        default=True,
+        description="Predict with onnxruntime when a version carries an `onnx` rendition that "
+        "reproduces the version's stored example; scikit-learn otherwise.",
+    )
     shadow_max_in_flight: int = Field(
         default=64, ge=0, description="Shadow copies beyond this are dropped, and counted."
     )

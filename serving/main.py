@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from serving.api import PREDICT_SUMMARIES, install_error_handlers, ops_router, predict_routes
 from serving.auth import RegistryTokens, predict_guard, reader_guard
+from serving.batching import Batcher
 from serving.cache import ModelCache
 from serving.config import ServingSettings
 from serving.errors import LoadFailed, ServingError
@@ -89,6 +90,7 @@ class Runtime:
                 inline_max_seconds=settings.inline_predict_max_seconds,
                 timeout_seconds=settings.load_timeout_seconds,
                 concurrency=settings.load_concurrency,
+                onnx=settings.onnx,
             ),
             load=self.isolation or load_model,
             on_loaded=self._loaded,
@@ -134,6 +136,15 @@ class Runtime:
             default_alias=settings.default_alias,
             inline_max_rows=settings.inline_predict_max_rows,
             spans=self.spans,
+            batcher=(
+                Batcher(
+                    max_rows=settings.batch_max_rows,
+                    max_wait_seconds=settings.batch_max_wait_ms / 1000,
+                    observe=self.metrics.batch,
+                )
+                if settings.batching
+                else None
+            ),
         )
         self.metrics.watch(
             feed_lag=self.follower.lag_seconds,
@@ -283,6 +294,8 @@ class Runtime:
                     "flavor": m.flavor,
                     "loaded_at": m.loaded_at.isoformat(),
                     "load_seconds": round(m.load_seconds, 4),
+                    "runtime": m.runtime,
+                    "runtime_note": m.runtime_note,
                     "predict_on_loop": m.inline,
                     "behind_alias": self.cache.is_held((m.name, m.version)),
                 }
