@@ -64,7 +64,10 @@ def create_app(
     """Build the registry app. Nothing is read from the environment unless `settings` is None."""
     settings = settings or RegistrySettings()
     database = database or Database(
-        settings.effective_database_url, timeout=settings.db_timeout_seconds
+        settings.effective_database_url,
+        timeout=settings.db_timeout_seconds,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
     )
     store = store or open_store(
         settings.effective_artifact_store,
