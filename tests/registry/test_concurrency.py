@@ -156,7 +156,11 @@ def test_the_connection_pool_bound_holds_under_a_burst(
     opened: list[object] = []
     with contextlib.ExitStack() as stack:
         registry = stack.enter_context(contextlib.contextmanager(run_registry)(settings))
-        event.listen(registry.app.state.db.engine, "connect", lambda c, _: opened.append(c))
+
+        def on_connect(connection: object, _record: object) -> None:
+            opened.append(connection)
+
+        event.listen(registry.app.state.db.engine, "connect", on_connect)
         upload_ok(registry.api, "churn", random_bytes(64))
 
         def read(_: int) -> int:
