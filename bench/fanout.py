@@ -8,7 +8,9 @@ from the promote call returning to the moment the last serving process answers a
 the new version (each process polled every few milliseconds, all at once). Between promotions
 it samples the database's connections (`pg_stat_activity`), to show that they are bounded by the
 registries' pools and do not grow with serving processes: serving talks only to a registry, over
-HTTP.
+HTTP, and a promotion's wake-up costs each registry one feed query however many replicas wait.
+The registries run with a hard pool cap (BERTH_DATABASE_POOL_SIZE=--pool, no overflow), as an
+operator budgeting Postgres connections would: 2 x (pool + 1 LISTEN) connections at most.
 
 Target (issue 8): p99 <= 1 s over the 20 promotions of the 20-process stage.
 Writes bench/results/fanout.json and exits 1 if the target is missed.
@@ -63,6 +65,8 @@ POLL_SECONDS = 0.025
 """Each process polled 40 times a second: finer polling would load the 2 shared cores more
 than it would sharpen the figure."""
 MODEL = "churn"
+POOL_SIZE = 4
+REGISTRIES = 2
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -111,10 +115,12 @@ def registries(database_url: str, artifacts: Path, logs: Path) -> Iterator[list[
         "BERTH_DATA_DIR": str(logs),
         "BERTH_AUTH": "false",
         "BERTH_REPLICA_TTL_SECONDS": "15",
+        "BERTH_DATABASE_POOL_SIZE": str(POOL_SIZE),
+        "BERTH_DATABASE_MAX_OVERFLOW": "0",
     }
     processes = [
         ServiceProcess(["registry", "serve"], env=env, log_path=logs / f"registry-{i}.log")
-        for i in range(2)
+        for i in range(REGISTRIES)
     ]
     try:
         for process in processes:
@@ -244,6 +250,8 @@ def run(isolation: bool, keep_logs: bool) -> dict[str, Any]:
             "database": "postgres (a fresh database)",
             "artifacts": "local directory",
             "load_isolation": isolation,
+            "registry_pool": {"size": POOL_SIZE, "max_overflow": 0},
+            "connection_bound": REGISTRIES * (POOL_SIZE + 1),
             "poll_interval_seconds": POLL_SECONDS,
         },
         "stages": [s.summary() for s in stages],
