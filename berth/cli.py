@@ -382,23 +382,22 @@ def serve_command(
     ] = None,
 ) -> None:
     """Run one serving replica alone (configured by BERTH_* variables)."""
+    from serving.__main__ import serve
     from serving.auth import InsecureBinding, check_binding
     from serving.config import ServingSettings
-    from serving.main import create_app
 
     overrides: dict[str, Any] = {}
     if registry_token_file is not None:
-        try:
-            overrides["registry_token"] = registry_token_file.read_text().strip()
-        except OSError as exc:
-            raise UserError(f"cannot read {registry_token_file}: {exc.strerror or exc}") from None
-    settings = ServingSettings(**overrides)
+        overrides["registry_token_file"] = registry_token_file
     try:
+        settings = ServingSettings(**overrides)
+        settings.bearer_token()  # an unreadable token file stops here, with its reason
         check_binding(auth=settings.auth, allow_insecure=settings.allow_insecure, host=host)
-    except InsecureBinding as exc:
+    except (InsecureBinding, ValueError) as exc:
         raise UserError(str(exc)) from None
     _log_setup()
-    _serve(create_app(settings), host=host, port=port)
+    # The same server as `python -m serving`: on SIGTERM not ready first, then drain, exit 0.
+    serve(settings, host=host, port=port)
 
 
 @command(db_app, "upgrade")

@@ -415,3 +415,10 @@ def test_token_bootstrap_writes_a_serving_token_and_no_second_admin(
     # A second run keeps the token that still works.
     ok(cli("token", "bootstrap", "--dir", str(tmp_path)))
     assert (tmp_path / "serving-token").read_text().strip() == secret
+
+
+def test_serve_refuses_an_unreadable_or_empty_token_file(cli: Cli, tmp_path: Path) -> None:
+    # Checked before anything listens: a replica without its token could never follow routing.
+    one_line_error(cli("serve", "--registry-token-file", str(tmp_path / "missing")), "cannot read")
+    (tmp_path / "empty").write_text("\n")
+    one_line_error(cli("serve", "--registry-token-file", str(tmp_path / "empty")), "is empty")

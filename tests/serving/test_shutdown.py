@@ -49,8 +49,12 @@ def registry(sqlite_url: str, tmp_path: Path) -> Iterator[RunningRegistry]:
     yield from run_registry(make_settings(backend, tmp_path))
 
 
+# `berth serve` is the image's serving command in docker compose: it must drain the same way.
+@pytest.mark.parametrize(
+    "entry", [["serving"], ["berth", "serve"]], ids=["python-m-serving", "berth-serve"]
+)
 def test_sigterm_reports_not_ready_then_finishes_requests_in_flight_and_exits_0(
-    registry: RunningRegistry, tmp_path: Path
+    registry: RunningRegistry, tmp_path: Path, entry: list[str]
 ) -> None:
     estimator = regressor(offset=1)
     meta = metadata(estimator).model_dump(mode="json", exclude_none=True)
@@ -58,7 +62,7 @@ def test_sigterm_reports_not_ready_then_finishes_requests_in_flight_and_exits_0(
     promoted = registry.api.put("/models/churn/aliases/production", json={"version": 1})
     assert promoted.status_code == 200, promoted.text
     serving = ServiceProcess(
-        ["serving"],
+        entry,
         env={
             "BERTH_REGISTRY_URL": registry.url,
             "BERTH_AUTH": "false",
