@@ -205,6 +205,24 @@ def env_names(container: Doc, docs: list[Doc], secrets: list[Doc]) -> dict[str, 
     return names
 
 
+def secret_files(workload: Doc, secrets: list[Doc]) -> set[str]:
+    """The paths at which a workload's containers see keys of Secrets that exist."""
+    pod = pod_template(workload)
+    assert pod is not None
+    volumes = {v["name"]: v["secret"] for v in pod["spec"].get("volumes", []) if "secret" in v}
+    paths = set()
+    for container in pod["spec"]["containers"]:
+        for mount in container.get("volumeMounts", []):
+            secret = volumes.get(mount["name"])
+            if secret is None:
+                continue
+            keys = find(secrets, "Secret", secret["secretName"])["stringData"]
+            for item in secret.get("items", [{"key": k, "path": k} for k in keys]):
+                assert item["key"] in keys, f"Secret {secret['secretName']} has no {item['key']}"
+                paths.add(f"{mount['mountPath'].rstrip('/')}/{item['path']}")
+    return paths
+
+
 def aws_variables() -> set[str]:
     """The AWS_ variables botocore reads (configuration and environment credentials)."""
     session = botocore.configprovider.BOTOCORE_DEFAUT_SESSION_VARIABLES
@@ -399,7 +417,9 @@ def test_serving_never_gets_database_or_s3_credentials(docs: list[Doc], secrets:
     names = env_names(serving, docs, secrets)
     assert not {n for n in names if n.startswith("AWS_")}
     assert "BERTH_DATABASE_URL" not in names
-    assert "BERTH_REGISTRY_TOKEN" in names
+    assert "BERTH_REGISTRY_TOKEN" not in names, "the token comes from a mounted file"
+    (token_file,) = [v["value"] for v in serving["env"] if v["name"] == "BERTH_REGISTRY_TOKEN_FILE"]
+    assert token_file in secret_files(find(docs, "Deployment", "berth-serving"), secrets)
     registry = find(docs, "ConfigMap", "berth-registry")["data"]
     # Serving may reach only the registry, so the registry must not redirect it to S3.
     assert (
