@@ -65,7 +65,7 @@ bench-registry: $(STAMP)
 	$(BIN)/python bench/registry_scale.py $(BENCH_ARGS)
 
 bench-profile: $(STAMP) wrk
-	$(BIN)/python bench/profile.py $(BENCH_ARGS)
+	$(BIN)/python bench/profile_serving.py $(BENCH_ARGS)
 
 # Not part of `make test`: schema fuzzing of both apps, in-process, fixed seed, ~6,000 cases
 # (about a minute); prints the counts and fails on any server error, off-schema answer or

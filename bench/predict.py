@@ -182,6 +182,7 @@ class Bench:
         }
         self.tokens: dict[str, str] = {}
         self.pushed = False
+        self.serving_pid: int | None = None
         self.registry_cli("db", "upgrade")
 
     # -- the registry (setup only) --
@@ -335,6 +336,7 @@ class Bench:
         headers = {"Authorization": f"Bearer {reader}"}
         with self.registry():
             process.start(timeout=120)
+            self.serving_pid = process.pid
             # Served (loaded, example replayed) and the caller's token vouched for, while the
             # registry is still up; then it goes away and serving answers alone.
             wait_until(
