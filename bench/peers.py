@@ -18,6 +18,7 @@ from typing import Any
 from harness import REPO_ROOT, SERVER_CORE, VENVS, Endpoint, Process, free_port, inputs_body
 
 FEATURES = 10
+NUMERIC = {"scikit-learn", "numpy", "scipy", "joblib", "threadpoolctl"}
 
 
 def ensure_venv(name: str, packages: list[str]) -> Path:
@@ -38,7 +39,17 @@ def ensure_venv(name: str, packages: list[str]) -> Path:
         "--disable-pip-version-check",
     ]
     subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, "-c", str(REPO_ROOT / "constraints.txt"), *packages], check=True)
+    # Only the numeric stack is held at the project's pins: the peers' own dependencies (their
+    # web frameworks) resolve as their authors pinned them, as a user installing them would get.
+    pins = venv / "numeric-pins.txt"
+    pins.write_text(
+        "".join(
+            line + "\n"
+            for line in (REPO_ROOT / "constraints.txt").read_text().splitlines()
+            if line.split("==")[0].lower() in NUMERIC
+        )
+    )
+    subprocess.run([*pip, "-c", str(pins), *packages], check=True)
     stamp.write_text(wanted)
     return venv
 

@@ -577,6 +577,7 @@ def main() -> int:
                         raise
                     # A peer that cannot install or start here is reported, not fatal.
                     skipped[server] = f"{type(exc).__name__}: {exc}"
+                    print_logs(bench.logs, f"{server}-*.log")
                     print(f"  {server}: skipped ({skipped[server]})", flush=True)
                     continue
                 table.setdefault(workload, {})[server] = {k: m.median() for k, m in results.items()}
@@ -621,8 +622,8 @@ def table_flask(
     return {w: servers["flask"] for w, servers in table.items() if "flask" in servers}
 
 
-def print_logs(logs: Path) -> None:
-    for log in sorted(logs.glob("*.log")):
+def print_logs(logs: Path, pattern: str = "*.log") -> None:
+    for log in sorted(logs.glob(pattern)):
         tail = log.read_text(errors="replace").splitlines()[-20:]
         print(f"--- {log.name}", *tail, sep="\n", file=sys.stderr)
 
