@@ -104,6 +104,58 @@ def inputs_body(batch: list[list[float]]) -> bytes:
     return json.dumps({"inputs": batch}).encode()
 
 
+# --- Berth's own processes ------------------------------------------------------------------
+
+
+def registry_env(database_url: str, work: Path) -> dict[str, str]:
+    """A registry's environment: `database_url`, artifacts and data under `work`."""
+    return dict(os.environ) | {
+        "BERTH_DATABASE_URL": database_url,
+        "BERTH_ARTIFACT_STORE": f"file://{work / 'artifacts'}",
+        "BERTH_DATA_DIR": str(work / "data"),
+    }
+
+
+def registry_cli(env: Mapping[str, str], *args: str) -> str:
+    """`python -m registry ARGS` on `env`'s database; its standard output."""
+    return subprocess.run(
+        [sys.executable, "-m", "registry", *args],
+        env=dict(env),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def mint_token(env: Mapping[str, str], name: str, role: str) -> str:
+    """A token straight on the database, as `python -m registry token` makes the first one."""
+    out = registry_cli(env, "token", "--name", name, "--role", role)
+    return str(json.loads(out.strip().splitlines()[-1])["token"])
+
+
+def registry_process(
+    env: Mapping[str, str], log_path: Path, *, core: str | None = None, port: int | None = None
+) -> Process:
+    """`python -m registry serve` (not started)."""
+    port = port or free_port()
+    argv = [sys.executable, "-m", "registry", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    return Process(argv, core=core, env=env, port=port, log_path=log_path)
+
+
+def serving_process(env: Mapping[str, str], log_path: Path, *, core: str | None = None) -> Process:
+    """`python -m serving` (not started)."""
+    port = free_port()
+    argv = [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(port)]
+    return Process(argv, core=core, env=env, port=port, log_path=log_path)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank `q`th percentile."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
 # --- wrk --------------------------------------------------------------------------------------
 
 # The summary comes out as one JSON line from wrk's `done` hook: exact percentiles (wrk keeps a

@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -48,7 +47,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (
-    REPO_ROOT,
+    LOAD_CORE,
     SERVER_CORE,
     Endpoint,
     Measurement,
@@ -56,7 +55,12 @@ from harness import (
     free_port,
     inputs_body,
     machine,
+    mint_token,
     now,
+    registry_cli,
+    registry_env,
+    registry_process,
+    serving_process,
     verdict,
     wait_until,
     write_results,
@@ -175,53 +179,27 @@ class Bench:
             self.models[name] = path
             self.estimators[name] = estimator
         self.registry_port = free_port()
-        self.registry_env = {
-            "BERTH_DATABASE_URL": f"sqlite:///{workdir / 'berth.db'}",
-            "BERTH_ARTIFACT_STORE": f"file://{workdir / 'artifacts'}",
-            "BERTH_DATA_DIR": str(workdir / "data"),
-        }
+        self.registry_env = registry_env(f"sqlite:///{workdir / 'berth.db'}", workdir)
         self.tokens: dict[str, str] = {}
         self.pushed = False
         self.serving_pid: int | None = None
-        self.registry_cli("db", "upgrade")
+        registry_cli(self.registry_env, "db", "upgrade")
 
     # -- the registry (setup only) --
 
-    def registry_cli(self, *args: str) -> str:
-        out = subprocess.run(
-            [sys.executable, "-m", "registry", *args],
-            env=os.environ | self.registry_env,
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return out.stdout
-
     def token(self, name: str, role: str) -> str:
         if name not in self.tokens:
-            out = self.registry_cli("token", "--name", name, "--role", role)
-            self.tokens[name] = json.loads(out.strip().splitlines()[-1])["token"]
+            self.tokens[name] = mint_token(self.registry_env, name, role)
         return self.tokens[name]
 
     @contextmanager
     def registry(self) -> Iterator[str]:
         """The registry on the load core, for setup: serving's snapshot and downloads."""
-        process = Process(
-            [
-                sys.executable,
-                "-m",
-                "registry",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.registry_port),
-            ],
-            core="1",
-            env=os.environ | self.registry_env,
+        process = registry_process(
+            self.registry_env,
+            self.logs / "registry.log",
+            core=LOAD_CORE,
             port=self.registry_port,
-            log_path=self.logs / "registry.log",
         )
         process.start()
         try:
@@ -314,7 +292,6 @@ class Bench:
     def _berth(self, variant: str, workload: str) -> Iterator[Endpoint]:
         reader = self.token("bench-caller", "reader")
         serving_token = self.token("bench-serving", "reader")
-        port = free_port()
         env = (
             os.environ
             | {
@@ -324,13 +301,7 @@ class Bench:
             }
             | BERTH_VARIANTS[variant].env
         )
-        process = Process(
-            [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(port)],
-            core=SERVER_CORE,
-            env=env,
-            port=port,
-            log_path=self.logs / f"{variant}.log",
-        )
+        process = serving_process(env, self.logs / f"{variant}.log", core=SERVER_CORE)
         model = MODEL_PREFIX + workload
         url = f"{process.url}/models/{model}/predict"
         headers = {"Authorization": f"Bearer {reader}"}

@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +42,17 @@ from sqlalchemy import insert, select, text, update
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import REPO_ROOT, Process, free_port, machine, now, verdict, write_results
+from harness import (
+    Process,
+    machine,
+    mint_token,
+    now,
+    percentile,
+    registry_env,
+    registry_process,
+    verdict,
+    write_results,
+)
 
 from registry.db import Database
 from registry.models import (
@@ -64,23 +72,6 @@ VERSIONS = 50
 LIST_GET_P95_MS = 20.0
 PROMOTE_P95_MS = 30.0
 BATCH = 5000
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
-
-
-def token(env: dict[str, str], name: str, role: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "registry", "token", "--name", name, "--role", role],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return str(json.loads(out.strip().splitlines()[-1])["token"])
 
 
 def model_name(i: int) -> str:
@@ -310,27 +301,9 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="berth-registry-bench-") as scratch:
             work = Path(scratch)
-            env = os.environ | {
-                "BERTH_DATABASE_URL": database_url,
-                "BERTH_ARTIFACT_STORE": f"file://{work / 'artifacts'}",
-                "BERTH_DATA_DIR": str(work / "data"),
-            }
-            admin = token(env, "bench-admin", "admin")
-            port = free_port()
-            registry = Process(
-                [
-                    sys.executable,
-                    "-m",
-                    "registry",
-                    "serve",
-                    *("--host", "127.0.0.1", "--port", str(port)),
-                ],
-                core=None,
-                env=env,
-                port=port,
-                log_path=work / "registry.log",
-            )
-            registry.start()
+            env = registry_env(database_url, work)
+            admin = mint_token(env, "bench-admin", "admin")
+            registry = registry_process(env, work / "registry.log").start()
 
             from sklearn.linear_model import LinearRegression
 

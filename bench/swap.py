@@ -21,7 +21,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +32,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import REPO_ROOT, Process, free_port, machine, now, verdict, write_results
+from harness import (
+    Process,
+    machine,
+    mint_token,
+    now,
+    percentile,
+    registry_env,
+    registry_process,
+    serving_process,
+    verdict,
+    write_results,
+)
 
 from tests.fixtures.databases import (
     DEFAULT_TEST_DATABASE_URL,
@@ -46,28 +56,6 @@ MODEL = "swap"
 REPLICAS = 3
 TARGET_P99_MS = 500.0
 ROW = [[0.1, 0.2, 0.3, 0.4]]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def registry_cli(env: dict[str, str], *args: str) -> str:
-    return subprocess.run(
-        [sys.executable, "-m", "registry", *args],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-
-
-def token(env: dict[str, str], name: str, role: str) -> str:
-    out = registry_cli(env, "token", "--name", name, "--role", role)
-    return str(json.loads(out.strip().splitlines()[-1])["token"])
 
 
 async def first_answer(
@@ -142,28 +130,11 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="berth-swap-") as scratch:
             work = Path(scratch)
-            env = os.environ | {
-                "BERTH_DATABASE_URL": database_url,
-                "BERTH_ARTIFACT_STORE": f"file://{work / 'artifacts'}",
-                "BERTH_DATA_DIR": str(work / "data"),
-            }
-            admin = token(env, "swap-admin", "admin")
-            serving_token = token(env, "swap-serving", "reader")
-            reader = token(env, "swap-caller", "reader")
-            port = free_port()
-            registry = Process(
-                [
-                    sys.executable,
-                    "-m",
-                    "registry",
-                    "serve",
-                    *("--host", "127.0.0.1", "--port", str(port)),
-                ],
-                core=None,
-                env=env,
-                port=port,
-                log_path=work / "registry.log",
-            )
+            env = registry_env(database_url, work)
+            admin = mint_token(env, "swap-admin", "admin")
+            serving_token = mint_token(env, "swap-serving", "reader")
+            reader = mint_token(env, "swap-caller", "reader")
+            registry = registry_process(env, work / "registry.log")
             processes.append(registry.start())
 
             import berth
@@ -176,23 +147,14 @@ def main() -> int:
 
             replicas: list[str] = []
             for i in range(args.replicas):
-                replica_port = free_port()
-                replica = Process(
-                    [
-                        sys.executable,
-                        "-m",
-                        "serving",
-                        *("--host", "127.0.0.1", "--port", str(replica_port)),
-                    ],
-                    core=None,
-                    env=env
+                replica = serving_process(
+                    env
                     | {
                         "BERTH_REGISTRY_URL": registry.url,
                         "BERTH_REGISTRY_TOKEN": serving_token,
                         "BERTH_REPLICA_ID": f"swap-bench-{i}",
                     },
-                    port=replica_port,
-                    log_path=work / f"serving-{i}.log",
+                    work / f"serving-{i}.log",
                 )
                 processes.append(replica.start(timeout=120))
                 replicas.append(replica.url)
