@@ -160,6 +160,15 @@ BERTH_VARIANTS = {
 }
 # Which Berth variant stands for "Berth" in the floor/Flask/peer ratios: the shipped defaults.
 HEADLINE = {"linear": "berth-batch", "forest": "berth-onnx-batch"}
+# `make bench`: each toggle against the shipped defaults (berth-onnx, ONNX without batching, on
+# request: `--servers berth-onnx`).
+DEFAULT_VARIANTS = (
+    "berth-nobatch",
+    "berth-batch",
+    "berth-sklearn",
+    "berth-sklearn-batch",
+    "berth-onnx-batch",
+)
 BASE_SERVERS = ("floor", "flask")
 
 
@@ -509,7 +518,13 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load")
     parser.add_argument("--quick", action="store_true", help="smoke: 3 s runs, one repeat")
-    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
+    parser.add_argument(
+        "--workloads",
+        nargs="+",
+        default=None,
+        choices=WORKLOADS,
+        help="default: both; with --peers, linear (the issue's peer table)",
+    )
     parser.add_argument(
         "--servers",
         nargs="+",
@@ -524,7 +539,15 @@ def main() -> int:
         args.duration, args.repeat, args.warmup = 3.0, 1, 1.0
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install -y wrk)")
-    servers = args.servers or [*BASE_SERVERS, *BERTH_VARIANTS, *(PEERS if args.peers else ())]
+    if args.servers:
+        servers = args.servers
+    elif args.peers:
+        # The peers beside the floor, Flask and Berth as shipped: the peer table.
+        servers = [*BASE_SERVERS, *dict.fromkeys(HEADLINE.values()), *PEERS]
+    else:
+        servers = [*BASE_SERVERS, *DEFAULT_VARIANTS]
+    workloads = args.workloads or (["linear"] if args.peers else list(WORKLOADS))
+    args.workloads = workloads
 
     print(
         f"predict benchmark: {args.duration:g} s x {args.repeat} per figure, "
