@@ -84,7 +84,8 @@ def render() -> str:
             f"{swap['replicas']} replicas on Postgres, promote returning to every replica "
             f"answering with the new version: p50 {s['p50']:.0f} ms, p99 {s['p99']:.0f} ms, "
             f"max {s['max']:.0f} ms (target p99 <= 500 ms: "
-            f"{'PASS' if swap['target']['pass'] else 'FAIL'}).",
+            f"{'PASS' if swap['target']['pass'] else 'FAIL'}). The first promotion, which loads "
+            f"version 2 cold, took {swap.get('first_promotion_ms (v2 loaded cold)', '?')} ms.",
             "",
         ]
     registry = load("registry-latest.json")
