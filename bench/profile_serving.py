@@ -102,6 +102,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=15, help="per py-spy recording")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rows", type=int, default=1, help="rows per request")
+    parser.add_argument("--name", default="profile", help="results file prefix")
     parser.add_argument("--server", default=HEADLINE["linear"])
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--quick", action="store_true", help="5 s recordings")
@@ -111,12 +113,13 @@ def main() -> int:
 
     tools = ensure_venv("tools", ["py-spy"])
     RESULTS.mkdir(parents=True, exist_ok=True)
-    collapsed = RESULTS / "profile-serving.txt"
+    stem = "profile-serving" if args.name == "profile" else args.name
+    collapsed = RESULTS / f"{stem}.txt"
     with tempfile.TemporaryDirectory(prefix="berth-profile-") as scratch:
         bench = Bench(Path(scratch), ["linear"])
         with bench.server(args.server, "linear") as endpoint:
             pid = bench.serving_pid
-            script = wrk_script(endpoint.body(rows(1)), endpoint.headers, bench.workdir)
+            script = wrk_script(endpoint.body(rows(args.rows)), endpoint.headers, bench.workdir)
             load_seconds = 3 * args.seconds + 8
             load: dict[str, Any] = {}
             driver = threading.Thread(
@@ -140,14 +143,14 @@ def main() -> int:
             ]
             py_spy(tools, *common, "--format", "raw", "--output", str(collapsed))
             dump = py_spy(tools, "dump", "--pid", str(pid)).stdout
-            (RESULTS / "profile-dump.txt").write_text(dump)
+            (RESULTS / f"{stem}-dump.txt").write_text(dump)
             py_spy(
                 tools,
                 *common,
                 "--format",
                 "flamegraph",
                 "--output",
-                str(RESULTS / "profile-serving.svg"),
+                str(RESULTS / f"{stem}.svg"),
             )
             py_spy(
                 tools,
@@ -155,7 +158,7 @@ def main() -> int:
                 "--format",
                 "speedscope",
                 "--output",
-                str(RESULTS / "profile-serving.speedscope.json"),
+                str(RESULTS / f"{stem}.speedscope.json"),
             )
             driver.join()
     run = load["run"]
@@ -179,9 +182,9 @@ def main() -> int:
             str(p.relative_to(RESULTS.parents[1]))
             for p in (
                 collapsed,
-                RESULTS / "profile-serving.svg",
-                RESULTS / "profile-serving.speedscope.json",
-                RESULTS / "profile-dump.txt",
+                RESULTS / f"{stem}.svg",
+                RESULTS / f"{stem}.speedscope.json",
+                RESULTS / f"{stem}-dump.txt",
             )
         ],
         "setup": {
@@ -189,7 +192,7 @@ def main() -> int:
             **machine(),
         },
     }
-    path = write_results("profile", result)
+    path = write_results(args.name, result)
     print(f"load: {run.rps:,.0f} req/s at {args.connections} connections, errors {run.errors}")
     print(f"samples: {summary['samples']}, on the request path: {summary['request_path_samples']}")
     print("top frames by own samples:")
