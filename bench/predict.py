@@ -459,6 +459,13 @@ def targets(table: dict[str, dict[str, dict[str, dict[str, float]]]]) -> list[Ta
         get("forest", "flask", c16),
         10.0,
     )
+    # The compiled path against scikit-learn, both batching as shipped: ONNX must pay its way.
+    ratio(
+        "forest 16 conns: ONNX on / off (batching on)",
+        get("forest", "berth-onnx-batch", c16),
+        get("forest", "berth-sklearn-batch", c16),
+        1.0,
+    )
     on, off = get("forest", "berth-sklearn-batch", c64), get("forest", "berth-sklearn", c64)
     ratio("forest 64 conns (scikit-learn): batching on / off", on, off, 8.0)
     if on and off:
