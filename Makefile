@@ -5,8 +5,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format typecheck pytest fuzz clean bench-upload bench bench-peers bench-swap \
-	bench-registry bench-profile wrk
+.PHONY: run test lint format typecheck pytest fuzz clean bench-upload bench-fanout bench bench-peers \
+	bench-swap bench-registry bench-profile wrk
 
 # Every first-party package that exists; a package added later is checked without editing this.
 PACKAGES := $(patsubst %/__init__.py,%,$(wildcard $(addsuffix /__init__.py,registry serving berth safety migrations)))
@@ -66,6 +66,12 @@ bench-registry: $(STAMP)
 
 bench-profile: $(STAMP) wrk
 	$(BIN)/python bench/profile_serving.py $(BENCH_ARGS)
+
+# Not part of `make test`: 2 registry and 20 serving processes on a fresh Postgres database
+# (~4 GB of RAM, a few minutes); a promotion's fan-out p50/p99 and the database's connection
+# count at 2, 10 and 20 serving processes, into bench/results/fanout.json.
+bench-fanout: $(STAMP)
+	$(BIN)/python bench/fanout.py
 
 # Not part of `make test`: schema fuzzing of both apps, in-process, fixed seed, ~6,000 cases
 # (about a minute); prints the counts and fails on any server error, off-schema answer or

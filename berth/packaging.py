@@ -22,6 +22,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from berth.errors import InvalidInput
+from berth.renditions import onnx_rendition, skl2onnx_available
 from registry.schemas import (
     PRIMARY_FILE,
     DType,
@@ -64,8 +65,9 @@ class Package:
 Rendition = Callable[[Any, "np.ndarray[Any, Any] | None", Path], FilePart | None]
 """(estimator, sample or None, a scratch directory) → an extra file part, or None to skip."""
 
-RENDITIONS: list[Rendition] = []
-"""Renditions every `push` of an estimator tries; append to add one for all callers."""
+RENDITIONS: list[Rendition] = [onnx_rendition] if skl2onnx_available() else []
+"""Renditions every `push` of an estimator tries; append to add one for all callers. The ONNX
+rendering is one by default (serving predicts with onnxruntime from it where it reproduces)."""
 
 
 def environment() -> dict[str, str]:

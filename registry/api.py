@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
@@ -19,6 +20,7 @@ from registry.auth import Admin, Public, Publisher, Reader
 from registry.config import RegistrySettings
 from registry.db import Database
 from registry.errors import BadRequest, InvalidCursor, ReplicaNotFound, Unavailable
+from registry.feed import SharedReads
 from registry.models import VersionFile, utcnow
 from registry.schemas import (
     FILE_NAME_PATTERN,
@@ -530,10 +532,12 @@ async def changes(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, settings.feed_max_wait_seconds)
     signal = request.app.state.feed_signal
+    shared: SharedReads[ChangesOut] = request.app.state.feed_reads
 
     def read() -> ChangesOut:
         with database.transaction(write=False) as session:
-            service = RegistryService(session, actor=principal.actor)
+            # Reading the feed records nothing, so one read can answer every reader.
+            service = RegistryService(session, actor="feed")
             head = service.feed_position()
             rows = service.changes(after, limit)
             out = ChangesOut(
@@ -553,7 +557,8 @@ async def changes(
 
     async with _disconnect_watch(request) as gone:
         while True:
-            out = await run_in_threadpool(read)
+            # Every replica woken by the same commit asks the same question: one query answers all.
+            out = await shared.read((after, limit), partial(run_in_threadpool, read))
             signal.advance(out.head)
             remaining = deadline - loop.time()
             if out.changes or remaining <= 0 or gone.is_set():

@@ -51,6 +51,21 @@ class RegistrySettings(BaseSettings):
         description="On S3, answer artifact downloads with a 307 to a presigned URL.",
     )
     presign_seconds: int = Field(default=300, ge=1, le=7 * 24 * 3600)
+    database_pool_size: int = Field(
+        default=10,
+        ge=1,
+        le=500,
+        description="Database connections one registry process keeps open. With the overflow "
+        "and one LISTEN connection, this bounds what each process asks of Postgres, however "
+        "many serving replicas call it (serving itself never connects to the database).",
+    )
+    database_max_overflow: int = Field(
+        default=20,
+        ge=0,
+        le=500,
+        description="Extra connections opened under bursts and closed after; 0 makes the "
+        "pool size a hard cap (requests then wait for a free connection).",
+    )
     db_timeout_seconds: float = Field(
         default=3.0, gt=0, description="Connect and lock-wait bound; past it: 503, never a hang."
     )

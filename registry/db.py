@@ -26,10 +26,15 @@ AfterCommit = Callable[[], None]
 class Database:
     """Engine and session factories for one database URL."""
 
-    def __init__(self, url: str, *, timeout: float = 3.0) -> None:
+    def __init__(
+        self, url: str, *, timeout: float = 3.0, pool_size: int = 10, max_overflow: int = 20
+    ) -> None:
         self.url = make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
-        self.engine = _sqlite_engine(url) if self.is_sqlite else _postgres_engine(url, timeout)
+        pool = {"pool_size": pool_size, "max_overflow": max_overflow}
+        self.engine = (
+            _sqlite_engine(url, pool) if self.is_sqlite else _postgres_engine(url, timeout, pool)
+        )
         # On SQLite a writing transaction starts with BEGIN IMMEDIATE so two writers queue on the
         # busy timeout instead of failing when a read lock upgrades; readers never block in WAL.
         writer = self.engine.execution_options(berth_write=True)
@@ -90,13 +95,14 @@ def _first_line(exc: DBAPIError) -> str:
     return str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
 
 
-def _postgres_engine(url: str, timeout: float) -> Engine:
+def _postgres_engine(url: str, timeout: float, pool: dict[str, int]) -> Engine:
     lock_timeout_ms = int(max(timeout, 1.0) * 1000) * 5
     return create_engine(
         url,
         pool_pre_ping=True,
-        pool_size=10,
-        max_overflow=20,
+        # A request past the pool's bound waits (up to pool_timeout) for a connection rather
+        # than opening one: the bound, not the traffic, sets what the registry asks of Postgres.
+        **pool,
         pool_timeout=30,
         connect_args={
             "connect_timeout": max(1, round(timeout)),
@@ -111,15 +117,14 @@ def _postgres_engine(url: str, timeout: float) -> Engine:
     )
 
 
-def _sqlite_engine(url: str) -> Engine:
+def _sqlite_engine(url: str, pool: dict[str, int]) -> Engine:
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
         url,
         connect_args={"timeout": 30, "check_same_thread": False},
-        pool_size=10,
-        max_overflow=20,
+        **pool,
     )
 
     @event.listens_for(engine, "connect")

@@ -12,7 +12,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
 
 import psycopg
 
@@ -20,6 +21,8 @@ from registry import repository as repo
 from registry.db import Database
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class Signal:
@@ -87,6 +90,34 @@ class Signal:
             return True
         finally:
             self._waiters -= 1
+
+
+class SharedReads(Generic[T]):
+    """One database read for every request that asks the same question at the same moment.
+
+    A promotion wakes every replica's long-poll at once, all asking for the changes after the
+    same position. Without sharing, each would take a pooled connection for the same query, so
+    the registry's Postgres connections and its database work would grow with the number of
+    serving replicas; shared, they grow with the number of distinct positions (usually one).
+    A read that finished is never reused: the next request for that key reads afresh.
+    """
+
+    def __init__(self) -> None:
+        self._in_flight: dict[Hashable, asyncio.Future[T]] = {}
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def read(self, key: Hashable, fetch: Callable[[], Awaitable[T]]) -> T:
+        found = self._in_flight.get(key)
+        if found is not None:
+            # shield: a waiter that gives up (its client left) must not cancel the others' read.
+            return await asyncio.shield(found)
+        task = asyncio.ensure_future(fetch())
+        self._in_flight[key] = task
+        task.add_done_callback(lambda _: self._in_flight.pop(key, None))
+        return await asyncio.shield(task)
 
 
 class FeedWatcher:

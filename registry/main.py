@@ -21,9 +21,9 @@ from registry.api import health_router, router
 from registry.config import RegistrySettings
 from registry.db import Database
 from registry.errors import HTTP_STATUS, DatabaseUnavailable, RegistryError
-from registry.feed import FeedWatcher, Signal
+from registry.feed import FeedWatcher, SharedReads, Signal
 from registry.limits import UniformTooLarge
-from registry.schemas import ErrorBody
+from registry.schemas import ChangesOut, ErrorBody
 from registry.storage import ArtifactStore, open_store
 
 log = logging.getLogger("registry")
@@ -64,7 +64,10 @@ def create_app(
     """Build the registry app. Nothing is read from the environment unless `settings` is None."""
     settings = settings or RegistrySettings()
     database = database or Database(
-        settings.effective_database_url, timeout=settings.db_timeout_seconds
+        settings.effective_database_url,
+        timeout=settings.db_timeout_seconds,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
     )
     store = store or open_store(
         settings.effective_artifact_store,
@@ -112,6 +115,7 @@ def create_app(
     app.state.db = database
     app.state.store = store
     app.state.feed_signal = feed_signal
+    app.state.feed_reads = SharedReads[ChangesOut]()
     app.state.replica_signal = replica_signal
     # Every route's body is bounded (the upload route lifts the bound for its own, streaming one).
     # Set per router rather than app-wide: the app-level limiter answers a declared-too-large

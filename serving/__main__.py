@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from serving.auth import InsecureBinding, check_binding
 from serving.config import ServingSettings
 from serving.main import create_app
 from serving.observability import configure_logging
+from serving.shutdown import DrainingServer
 
 
 @contextlib.contextmanager
@@ -43,7 +45,9 @@ def main(argv: list[str] | None = None) -> None:
         "--workers",
         type=int,
         default=1,
-        help="Worker processes, each a replica of its own; /metrics sums over them.",
+        help="Worker processes, each a replica of its own; /metrics sums over them. With more "
+        "than one, SIGTERM stops at once (no BERTH_SHUTDOWN_DELAY_SECONDS): uvicorn's "
+        "supervisor owns the signals.",
     )
     args = parser.parse_args(argv)
     if args.log_level:
@@ -51,8 +55,9 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["BERTH_LOG_LEVEL"] = args.log_level.lower()
     settings = ServingSettings()
     try:
+        settings.bearer_token()  # an unreadable token file stops here, with its reason
         check_binding(auth=settings.auth, allow_insecure=settings.allow_insecure, host=args.host)
-    except InsecureBinding as exc:
+    except (InsecureBinding, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from exc
     configure_logging(
         level=settings.log_level,
@@ -72,15 +77,30 @@ def main(argv: list[str] | None = None) -> None:
                 log_config=None,
             )
         return
-    # log_config=None: uvicorn's own loggers go through the handler configured above.
-    uvicorn.run(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
+    serve(settings, host=args.host, port=args.port)
+
+
+def serve(settings: ServingSettings, *, host: str, port: int) -> None:
+    """One replica in this process, with the graceful shutdown of `serving.shutdown`."""
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
         log_level=settings.log_level,
         access_log=False,
+        # None: uvicorn's own loggers go through the handler configure_logging installed.
         log_config=None,
+        timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_drain_seconds)),
     )
+    server = DrainingServer(
+        config,
+        delay_seconds=settings.shutdown_delay_seconds,
+        on_drain=app.state.runtime.begin_drain,
+    )
+    server.run()
+    if not server.started:
+        raise SystemExit(3)  # what uvicorn.run exits with when startup fails
 
 
 if __name__ == "__main__":

@@ -41,6 +41,11 @@ class ServingSettings(BaseSettings):
     registry_token: SecretStr | None = Field(
         default=None, description="Bearer token for the registry; a `reader` token is enough."
     )
+    registry_token_file: Path | None = Field(
+        default=None,
+        description="A file holding that token (a mounted Secret), read at start; an "
+        "alternative to `BERTH_REGISTRY_TOKEN` that keeps the token out of the environment.",
+    )
     default_alias: str = Field(
         default="production",
         pattern=NAME_PATTERN,
@@ -97,7 +102,13 @@ class ServingSettings(BaseSettings):
     download_dir: Path | None = Field(
         default=None, description="Where artifacts are staged while hashed. Default: system temp."
     )
-    max_request_bytes: int = Field(default=32 * MiB, ge=1024)
+    max_predict_bytes: int = Field(
+        default=32 * MiB,
+        ge=1024,
+        description="Upper bound on a predict request body; 413 past it. (The registry's "
+        "`BERTH_MAX_REQUEST_BYTES` bounds its own JSON bodies: one variable, two meanings, was "
+        "a trap for a shared ConfigMap.)",
+    )
     inline_predict_max_seconds: float = Field(
         default=0.001,
         ge=0,
@@ -105,6 +116,25 @@ class ServingSettings(BaseSettings):
         "predicts on the event loop: a thread hop costs about 0.1 ms, more than a linear model.",
     )
     inline_predict_max_rows: int = Field(default=64, ge=0)
+    batching: bool = Field(
+        default=True,
+        description="Predict concurrent requests for one version in one model call (models "
+        "predicted in a worker thread only). A lone request is never held back.",
+    )
+    batch_max_rows: int = Field(
+        default=64, ge=1, description="Rows one batched model call takes at most."
+    )
+    batch_max_wait_ms: float = Field(
+        default=2.0,
+        ge=0,
+        description="Longest a request queued behind a running call waits before a second "
+        "call starts alongside it.",
+    )
+    onnx: bool = Field(
+        default=True,
+        description="Predict with onnxruntime when a version carries an `onnx` rendition that "
+        "reproduces the version's stored example; scikit-learn otherwise.",
+    )
     shadow_max_in_flight: int = Field(
         default=64, ge=0, description="Shadow copies beyond this are dropped, and counted."
     )
@@ -142,12 +172,50 @@ class ServingSettings(BaseSettings):
     )
     shadow_rtol: float = Field(default=1e-6, ge=0)
     shadow_atol: float = Field(default=1e-9, ge=0)
+    shutdown_delay_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        le=300,
+        description="After SIGTERM, how long `/readyz` answers 503 while requests are still "
+        "served, so load balancers stop sending new ones before the listener closes. 0 stops at "
+        "once (a single machine); the Kubernetes manifests set 5.",
+    )
+    shutdown_drain_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        le=600,
+        description="Then how long requests in flight may take to finish before they are "
+        "cancelled. Keep delay plus drain below the pod's `terminationGracePeriodSeconds`.",
+    )
 
     @model_validator(mode="after")
     def _ordered_backoff(self) -> ServingSettings:
         if self.backoff_min_seconds > self.backoff_max_seconds:
             raise ValueError("backoff_min_seconds must not exceed backoff_max_seconds")
         return self
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> ServingSettings:
+        if self.registry_token is not None and self.registry_token_file is not None:
+            raise ValueError("set BERTH_REGISTRY_TOKEN or BERTH_REGISTRY_TOKEN_FILE, not both")
+        return self
+
+    def bearer_token(self) -> str | None:
+        """The registry token, from the variable or the file; ValueError if the file is unusable."""
+        if self.registry_token is not None:
+            return self.registry_token.get_secret_value()
+        if self.registry_token_file is None:
+            return None
+        try:
+            token = self.registry_token_file.read_text().strip()
+        except OSError as exc:
+            raise ValueError(
+                f"cannot read BERTH_REGISTRY_TOKEN_FILE {self.registry_token_file}: "
+                f"{exc.strerror or exc}"
+            ) from None
+        if not token:
+            raise ValueError(f"BERTH_REGISTRY_TOKEN_FILE {self.registry_token_file} is empty")
+        return token
 
     @property
     def api_url(self) -> str:

@@ -22,10 +22,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from registry.schemas import Example, VersionOut
+from registry.schemas import PRIMARY_FILE, Example, VersionOut
 from safety import UnsafeArtifact
 from serving.errors import LoadFailed, LoadStage, NotFound, RegistryUnavailable, ServingError
 from serving.inputs import OUTPUT_METHODS, InputSchema, untyped_rows
+from serving.onnx_runtime import ONNX_FILE, load_onnx, tolerance
+from serving.onnx_runtime import available as onnx_available
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +106,10 @@ class LoadedModel:
     load_seconds: float
     predict_seconds: float
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    runtime: str = "sklearn"
+    """What predicts: `sklearn` (the deserialised artifact) or `onnx` (its ONNX rendition)."""
+    runtime_note: str | None = None
+    """Why an `onnx` rendition the version carries is not the one answering."""
 
     @property
     def methods(self) -> Mapping[str, Method]:
@@ -116,16 +122,35 @@ class ArtifactSource(Protocol):
     async def version(self, name: str, version: int) -> VersionOut: ...
 
     async def download(
-        self, name: str, version: int, dest: Path, *, max_bytes: int
+        self, name: str, version: int, dest: Path, *, max_bytes: int, file: str = PRIMARY_FILE
     ) -> tuple[str, int]: ...
 
 
-def outputs_match(actual: Any, expected: list[Any], *, rtol: float, atol: float) -> str | None:
-    """None when `actual` reproduces `expected` within tolerance, else what differs."""
+_KIND_GROUPS = {"b": "bool", "i": "int", "u": "int", "f": "float", "U": "str", "S": "str"}
+
+
+def _kind_of(values: np.ndarray[Any, Any]) -> str:
+    if values.dtype.kind == "O" and all(isinstance(v, str) for v in values.flat):
+        return "str"  # onnxruntime answers string labels as an object array
+    return _KIND_GROUPS.get(values.dtype.kind, "object")
+
+
+def outputs_match(
+    actual: Any, expected: list[Any], *, rtol: float, atol: float, strict_kinds: bool = False
+) -> str | None:
+    """None when `actual` reproduces `expected` within tolerance, else what differs.
+
+    `strict_kinds`: bools, integers, floats and strings must also stay what they were (an ONNX
+    graph answering 0/1 where scikit-learn answered true/false would change the JSON).
+    """
     got = np.asarray(actual)
     want = np.asarray(expected)
     if got.shape != want.shape:
         return f"shape {got.shape} differs from the expected {want.shape}"
+    if strict_kinds and want.size:
+        got_kind, want_kind = _kind_of(got), _kind_of(want)
+        if got_kind != want_kind:
+            return f"answers {got_kind} values where the example holds {want_kind} values"
     if got.dtype.kind in "biuf" and want.dtype.kind in "biuf":
         close = np.isclose(got.astype(np.float64), want.astype(np.float64), rtol=rtol, atol=atol)
         close |= np.isnan(got.astype(np.float64)) & np.isnan(want.astype(np.float64))
@@ -155,7 +180,12 @@ def _time_one_row(method: Method, row: np.ndarray[Any, Any]) -> float:
 
 
 def check_example(
-    predictor: Predictor, example: Example | None, schema: InputSchema | None
+    predictor: Predictor,
+    example: Example | None,
+    schema: InputSchema | None,
+    *,
+    tolerance: tuple[float, float] | None = None,
+    strict_kinds: bool = False,
 ) -> tuple[float, str | None]:
     """Run the stored example (warm-up and smoke test in one); return one-row predict seconds.
 
@@ -167,7 +197,10 @@ def check_example(
             method = predictor.methods.get(method_name)
             if method is None:
                 return math.inf, f"the example has '{method_name}' outputs; the model lacks it"
-            why = outputs_match(method(inputs), expected, rtol=example.rtol, atol=example.atol)
+            rtol, atol = tolerance or (example.rtol, example.atol)
+            why = outputs_match(
+                method(inputs), expected, rtol=rtol, atol=atol, strict_kinds=strict_kinds
+            )
             if why is not None:
                 return math.inf, f"{method_name}: {why}"
         row = inputs[:1]
@@ -188,6 +221,8 @@ class LoaderOptions:
     timeout_seconds: float = 300.0
     concurrency: int = 2
     """Loads at once: each holds an artifact on disk and a model being built in memory."""
+    onnx: bool = True
+    """Predict with a version's `onnx` rendition when it reproduces the example."""
 
 
 class Loader:
@@ -287,6 +322,19 @@ class Loader:
         if why is not None:
             raise fail("example", f"the stored example does not reproduce: {why}")
 
+        runtime, note = "sklearn", None
+        if any(f.name == ONNX_FILE for f in meta.files):
+            compiled, compiled_row, note = await self._compiled(meta, schema)
+            if compiled is not None:
+                predictor, one_row, runtime = compiled, compiled_row, "onnx"
+            elif note is not None:
+                logger.warning(
+                    "model %s version %s: serving scikit-learn, not its onnx rendition: %s",
+                    name,
+                    version,
+                    note,
+                )
+
         loaded = LoadedModel(
             name=name,
             version=version,
@@ -297,16 +345,74 @@ class Loader:
             inline=one_row <= self._options.inline_max_seconds,
             load_seconds=time.perf_counter() - started,
             predict_seconds=one_row,
+            runtime=runtime,
+            runtime_note=note,
         )
         logger.info(
-            "loaded model %s version %s in %.3f s (one-row predict %.1f us, %s)",
+            "loaded model %s version %s in %.3f s (%s, one-row predict %.1f us, %s)",
             name,
             version,
             loaded.load_seconds,
+            runtime,
             one_row * 1e6,
             "on the loop" if loaded.inline else "in a thread",
         )
         return loaded
+
+    async def _compiled(
+        self, meta: VersionOut, schema: InputSchema | None
+    ) -> tuple[Predictor | None, float, str | None]:
+        """The version's onnx rendition, verified and checked against the example, or why not.
+
+        (predictor, one-row seconds, None) when it may answer; (None, inf, reason) otherwise.
+        Never raises: the scikit-learn model is already loaded and answers instead.
+        """
+        if not self._options.onnx:
+            return None, math.inf, "the onnx path is switched off (BERTH_ONNX=false)"
+        if not onnx_available():
+            return None, math.inf, "onnxruntime is not installed"
+        if meta.example is None:
+            return None, math.inf, "the version has no stored example to check the rendition by"
+        record = next(f for f in meta.files if f.name == ONNX_FILE)
+        with tempfile.TemporaryDirectory(
+            prefix="berth-", dir=self._options.download_dir
+        ) as staging:
+            path = Path(staging) / ONNX_FILE
+            try:
+                digest, size = await self._source.download(
+                    meta.model,
+                    meta.version,
+                    path,
+                    max_bytes=min(record.size, self._options.max_artifact_bytes),
+                    file=ONNX_FILE,
+                )
+            except ServingError as exc:
+                return None, math.inf, f"the rendition could not be downloaded: {exc.message}"
+            if size != record.size or digest != record.sha256:
+                return (
+                    None,
+                    math.inf,
+                    f"the rendition has sha256 {digest} ({size} bytes), the registry recorded "
+                    f"{record.sha256} ({record.size} bytes); it was not loaded",
+                )
+            try:
+                compiled = await asyncio.to_thread(load_onnx, path)
+            except Exception as exc:
+                return None, math.inf, f"onnxruntime cannot load it: {type(exc).__name__}: {exc}"
+        try:
+            one_row, why = await asyncio.to_thread(
+                check_example,
+                compiled,
+                meta.example,
+                schema,
+                tolerance=tolerance(meta.example),
+                strict_kinds=True,
+            )
+        except Exception as exc:
+            return None, math.inf, f"the example fails with it: {type(exc).__name__}: {exc}"
+        if why is not None:
+            return None, math.inf, f"the stored example does not reproduce with it: {why}"
+        return compiled, one_row, None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from serving.api import PREDICT_SUMMARIES, install_error_handlers, ops_router, predict_routes
 from serving.auth import RegistryTokens, predict_guard, reader_guard
+from serving.batching import Batcher
 from serving.cache import ModelCache
 from serving.config import ServingSettings
 from serving.errors import LoadFailed, ServingError
@@ -76,10 +77,9 @@ class Runtime:
             if settings.load_isolation
             else None
         )
-        token = settings.registry_token.get_secret_value() if settings.registry_token else None
         self.client = RegistryClient(
             settings.api_url,
-            token=token,
+            token=settings.bearer_token(),
             timeout_seconds=settings.registry_timeout_seconds,
             transport=transport,
         )
@@ -90,6 +90,7 @@ class Runtime:
                 inline_max_seconds=settings.inline_predict_max_seconds,
                 timeout_seconds=settings.load_timeout_seconds,
                 concurrency=settings.load_concurrency,
+                onnx=settings.onnx,
             ),
             load=self.isolation or load_model,
             on_loaded=self._loaded,
@@ -135,6 +136,15 @@ class Runtime:
             default_alias=settings.default_alias,
             inline_max_rows=settings.inline_predict_max_rows,
             spans=self.spans,
+            batcher=(
+                Batcher(
+                    max_rows=settings.batch_max_rows,
+                    max_wait_seconds=settings.batch_max_wait_ms / 1000,
+                    observe=self.metrics.batch,
+                )
+                if settings.batching
+                else None
+            ),
         )
         self.metrics.watch(
             feed_lag=self.follower.lag_seconds,
@@ -153,6 +163,8 @@ class Runtime:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = False
+        self.draining = False
+        """Set by SIGTERM (serving.shutdown): not ready from then on, while still serving."""
 
     def _loaded(self, model: LoadedModel) -> None:
         self.metrics.loads.labels(model.name, str(model.version)).inc()
@@ -201,7 +213,10 @@ class Runtime:
 
         Latched: once ready, a replica stays ready while it loads later promotions (it keeps
         serving the old revision meanwhile), so a fleet is never pulled out of rotation at once.
+        Only SIGTERM (`begin_drain`) makes it not ready again, for good.
         """
+        if self.draining:
+            return False, {"reason": "shutting down"}
         if self._ready:
             return True, {}
         if not self.follower.settled.is_set():
@@ -219,6 +234,9 @@ class Runtime:
             return False, {"reason": "default aliases are still loading", "aliases": waiting}
         self._ready = True
         return True, {}
+
+    def begin_drain(self) -> None:
+        self.draining = True
 
     def _loading(self, model: str, alias: str) -> bool:
         spec = self.follower.desired[(model, alias)]
@@ -276,6 +294,8 @@ class Runtime:
                     "flavor": m.flavor,
                     "loaded_at": m.loaded_at.isoformat(),
                     "load_seconds": round(m.load_seconds, 4),
+                    "runtime": m.runtime,
+                    "runtime_note": m.runtime_note,
                     "predict_on_loop": m.inline,
                     "behind_alias": self.cache.is_held((m.name, m.version)),
                 }
@@ -366,7 +386,7 @@ def create_app(
     # routes come next, before every FastAPI route, for the same reason.
     app.router.routes[0:0] = [
         *predict_routes(
-            runtime.service, max_body_bytes=settings.max_request_bytes, authorize=guard
+            runtime.service, max_body_bytes=settings.max_predict_bytes, authorize=guard
         ),
         *hot_routes(runtime, guard=guard),
     ]

@@ -49,6 +49,7 @@ LATENCY_BUCKETS = (
     5.0,
     10.0,
 )
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 _LABELS = ("model_name", "model_version", "alias")
@@ -180,6 +181,18 @@ class ServingMetrics:
             (*_LABELS, "agreement"),
             registry=r,
         )
+        self.batch_requests = Histogram(
+            "berth_serving_batch_requests",
+            "Requests answered by one model call in a worker thread (1: predicted alone).",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.batch_rows = Histogram(
+            "berth_serving_batch_rows",
+            "Rows one model call in a worker thread predicted.",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
         self._endpoints: dict[tuple[str, int, str], EndpointMetrics] = {}
         self._watched: list[tuple[Gauge, Callable[[], float]]] = []
         self._routes: RouteWeights | None = None
@@ -194,6 +207,10 @@ class ServingMetrics:
             )
             self._endpoints[key] = found
         return found
+
+    def batch(self, requests: int, rows: int) -> None:
+        self.batch_requests.observe(requests)
+        self.batch_rows.observe(rows)
 
     def error(self, model: str, version: int | None, alias: str | None, code: str) -> None:
         self.errors.labels(model, "" if version is None else str(version), alias or "", code).inc()

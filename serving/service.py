@@ -16,13 +16,14 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
 
 import numpy as np
 
 from registry.schemas import NAME_PATTERN
+from serving.batching import Batcher, call_all
 from serving.cache import ModelCache
 from serving.errors import (
     AliasNotFound,
@@ -111,10 +112,6 @@ def encode(result: Any) -> bytes:
     return json.dumps(array.tolist(), default=_numpy_default).encode()
 
 
-def _call_all(methods: Sequence[Callable[[Any], Any]], inputs: np.ndarray[Any, Any]) -> list[Any]:
-    return [method(inputs) for method in methods]
-
-
 class PredictService:
     def __init__(
         self,
@@ -127,6 +124,7 @@ class PredictService:
         inline_max_rows: int,
         log: PredictLog | None = None,
         spans: Spans | None = None,
+        batcher: Batcher | None = None,
     ) -> None:
         self._router = router
         self._cache = cache
@@ -136,6 +134,7 @@ class PredictService:
         self._inline_max_rows = inline_max_rows
         self._log = log or PredictLog()
         self._spans = spans or Spans(None)
+        self._batcher = batcher
         self._endpoints: dict[tuple[str, int, str | None], Endpoint] = {}
 
     @property
@@ -298,9 +297,11 @@ class PredictService:
                     span.set_attribute("berth.rows", len(inputs))
                 if model.inline and len(inputs) <= self._inline_max_rows:
                     # Measured at warm-up to be cheaper than the ~0.1 ms a thread hop costs.
-                    return _call_all(calls, inputs)
+                    return call_all(calls, inputs)
+                if self._batcher is not None:
+                    return await self._batcher.predict(model, outputs, calls, inputs)
                 loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(None, _call_all, calls, inputs)
+                return await loop.run_in_executor(None, call_all, calls, inputs)
         except (ValueError, TypeError) as exc:
             raise PredictionRejected(
                 f"version {model.version} of model '{model.name}' rejected the input: {exc}",

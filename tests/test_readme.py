@@ -42,7 +42,6 @@ FALLBACK: dict[str, str] = {
     "backoff_min_seconds": "First retry delay after the registry failed (doubling, jittered).",
     "backoff_max_seconds": "Longest retry delay after the registry failed.",
     "load_concurrency": "Versions loaded at once.",
-    "max_request_bytes": "Upper bound on a predict request body.",
     "inline_predict_max_rows": "Requests with more rows always predict in a worker thread.",
     "shadow_rtol": "Relative tolerance when comparing a shadow's answers with the live ones.",
     "shadow_atol": "Absolute tolerance when comparing a shadow's answers with the live ones.",

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 def hot_routes(runtime: Runtime, *, guard: Guard = open_door) -> list[Route]:
     """The inference routes of every protocol."""
-    limit = runtime.settings.max_request_bytes
+    limit = runtime.settings.max_predict_bytes
     return [
         *v2.infer_routes(runtime.service, max_body_bytes=limit, guard=guard),
         *kserve.predict_routes(runtime.service, max_body_bytes=limit, guard=guard),

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import event
 
-from tests.conftest import RunningRegistry
+from tests.conftest import Backend, RunningRegistry, make_settings, run_registry
 from tests.fixtures.factories import random_bytes, upload, upload_ok
 
 
@@ -140,3 +143,31 @@ def test_two_if_match_writers_racing_get_one_200_and_one_409(registry: RunningRe
         )
         assert sorted(statuses) == [200, 409], f"round {round_}: {statuses}"
     assert registry.api.get("/models/churn/aliases/production").json()["revision"] == 10
+
+
+def test_the_connection_pool_bound_holds_under_a_burst(
+    postgres_backend: Backend, tmp_path: Path
+) -> None:
+    # What a registry process asks of Postgres is set by its pool, not by how many replicas
+    # call it: past the bound, requests wait for a free connection instead of opening more.
+    settings = make_settings(
+        postgres_backend, tmp_path, database_pool_size=2, database_max_overflow=0
+    )
+    opened: list[object] = []
+    with contextlib.ExitStack() as stack:
+        registry = stack.enter_context(contextlib.contextmanager(run_registry)(settings))
+
+        def on_connect(connection: object, _record: object) -> None:
+            opened.append(connection)
+
+        event.listen(registry.app.state.db.engine, "connect", on_connect)
+        upload_ok(registry.api, "churn", random_bytes(64))
+
+        def read(_: int) -> int:
+            with httpx.Client(base_url=registry.url + "/api/v1", timeout=30) as client:
+                return client.get("/models/churn/versions").status_code
+
+        with ThreadPoolExecutor(max_workers=24) as pool:
+            codes = list(pool.map(read, range(96)))
+    assert codes == [200] * 96
+    assert 1 <= len(opened) <= 2

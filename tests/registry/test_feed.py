@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from registry.feed import SharedReads
+from registry.service import RegistryService
 from tests.conftest import Backend, RunningRegistry, make_settings, run_registry
 from tests.fixtures.factories import promote, upload_ok
+from tests.serving.conftest import eventually
 
 
 def seed(api: httpx.Client, model: str = "churn", versions: int = 2) -> None:
@@ -180,3 +185,77 @@ def test_a_replica_that_leaves_stops_counting_for_rollouts(api: httpx.Client) ->
     assert api.delete("/replicas/r2").status_code == 204
     assert api.get("/models/churn/aliases/production/rollout").json()["converged"] is True
     assert api.delete("/replicas/r2").status_code == 404
+
+
+def test_one_promotion_wakes_every_replica_with_one_database_read(
+    registry: RunningRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without sharing, each woken long-poll would take a pooled connection for the same query:
+    # database work and connections would grow with the number of serving replicas.
+    reads: list[int] = []
+    original = RegistryService.changes
+
+    def counting(self: RegistryService, after: int, limit: int) -> Any:
+        reads.append(after)
+        return original(self, after, limit)
+
+    seed(registry.api)
+    outs: list[dict[str, Any]] = [{} for _ in range(30)]
+    threads = [threading.Thread(target=long_poll, args=(registry.url, 0, 10, out)) for out in outs]
+    for thread in threads:
+        thread.start()
+    eventually(lambda: registry.app.state.feed_signal.waiters == len(threads))
+    monkeypatch.setattr(RegistryService, "changes", counting)
+    promote(registry.api, "churn", 1)
+    for thread in threads:
+        thread.join(timeout=15)
+    assert all(o["body"]["changes"][0]["seq"] == 1 for o in outs)
+    assert 1 <= len(reads) <= 2, f"{len(reads)} reads for {len(threads)} woken replicas"
+
+
+def test_shared_reads_run_once_per_key_and_never_serve_a_finished_read() -> None:
+    asyncio.run(_shared_reads_run_once())
+
+
+async def _shared_reads_run_once() -> None:
+    calls: list[str] = []
+    release = asyncio.Event()
+
+    async def fetch(label: str) -> str:
+        calls.append(label)
+        await release.wait()
+        return f"{label}-{len(calls)}"
+
+    shared: SharedReads[str] = SharedReads()
+    together = [asyncio.ensure_future(shared.read("a", partial(fetch, "a"))) for _ in range(5)]
+    other = asyncio.ensure_future(shared.read("b", partial(fetch, "b")))
+    await asyncio.sleep(0)
+    together[0].cancel()  # one reader leaving must not cancel the read the others wait on
+    release.set()
+    answers = [await t for t in together[1:]]
+    assert len(answers) == 4
+    assert len(set(answers)) == 1
+    assert (await other).startswith("b-")
+    assert sorted(calls) == ["a", "b"]
+    assert await shared.read("a", partial(fetch, "a")) == "a-3", "a finished read is not reused"
+    assert shared.in_flight == 0
+
+
+def test_a_failed_shared_read_fails_every_reader_then_is_forgotten() -> None:
+    asyncio.run(_failed_shared_read())
+
+
+async def _failed_shared_read() -> None:
+    async def broken() -> str:
+        await asyncio.sleep(0)
+        raise RuntimeError("database gone")
+
+    async def fine() -> str:
+        return "ok"
+
+    shared: SharedReads[str] = SharedReads()
+    results = await asyncio.gather(
+        *(shared.read("k", broken) for _ in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(r, RuntimeError) for r in results)
+    assert await shared.read("k", fine) == "ok"

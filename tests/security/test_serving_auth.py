@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from registry.schemas import Role
 from serving.auth import RegistryTokens
+from serving.config import ServingSettings
 from serving.errors import RegistryUnavailable, Unauthenticated
 from tests.conftest import RunningRegistry
 from tests.fixtures.factories import joblib_bytes, linear_model, promote, upload_ok
@@ -207,3 +210,35 @@ def test_predictions_still_match_the_model(
     with serving.client(tokens["reader"]) as client:
         answer = client.post("/models/churn/predict", json=ROW).json()
     np.testing.assert_allclose(answer["predictions"], model.predict(np.array(ROW["inputs"])))
+
+
+def test_serving_reads_its_registry_token_from_a_mounted_file(
+    secured_registry: RunningRegistry,
+    start_serving: Callable[..., RunningServing],
+    tmp_path: Path,
+) -> None:
+    # A Kubernetes Secret mounted as a file: the token never enters the environment.
+    registry = secured_registry
+    _, reader = make_token(registry, Role.reader)
+    _, publisher = make_token(registry, Role.publisher)
+    upload_ok(registry.client(publisher), "churn", joblib_bytes(linear_model()))
+    assert promote(registry.client(publisher), "churn", 1).status_code == 200
+    token_file = tmp_path / "registry-token"
+    token_file.write_text(reader + "\n")
+    serving = start_serving(registry, registry_token_file=token_file, auth=True)
+    # Routing and loading both call the secured registry: an answer proves the file was used.
+    wait_for(_predict_ready(serving, reader))
+
+
+def test_token_file_settings_are_checked_at_start(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("  abc  \n")
+    assert ServingSettings(registry_token_file=token_file).bearer_token() == "abc"
+    assert ServingSettings().bearer_token() is None
+    with pytest.raises(ValidationError, match="not both"):
+        ServingSettings(registry_token="x", registry_token_file=token_file)
+    with pytest.raises(ValueError, match="cannot read"):
+        ServingSettings(registry_token_file=tmp_path / "missing").bearer_token()
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ValueError, match="is empty"):
+        ServingSettings(registry_token_file=tmp_path / "empty").bearer_token()

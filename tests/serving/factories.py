@@ -60,11 +60,17 @@ def metadata(
 ) -> VersionMetadata:
     """Metadata as a client would push it; `tamper` shifts the recorded example outputs."""
     rows = training_data(len(names), seed=1)[:4]
-    outputs = {m: (np.asarray(getattr(estimator, m)(rows)) + tamper).tolist() for m in methods}
+    outputs = {m: np.asarray(getattr(estimator, m)(rows)) for m in methods}
+    if tamper:  # only then: adding 0.0 would turn labels (bools, strings) into floats
+        outputs = {m: values + tamper for m, values in outputs.items()}
     return VersionMetadata(
         flavor="sklearn",
         signature=signature(names) if with_signature else None,
-        example=Example(inputs=rows.tolist(), outputs=outputs) if with_example else None,
+        example=(
+            Example(inputs=rows.tolist(), outputs={m: v.tolist() for m, v in outputs.items()})
+            if with_example
+            else None
+        ),
     )
 
 

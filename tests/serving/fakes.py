@@ -9,9 +9,12 @@ instead of relying on a wake-up across event loops.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -32,6 +35,7 @@ from registry.schemas import (
     VersionOut,
     VersionStatus,
 )
+from serving.errors import RegistryUnavailable, VersionNotFound
 from tests.serving.factories import sha256
 
 STORE_HOST = "store.test"
@@ -71,11 +75,30 @@ class FakeRegistry:
 
     # --- what a test does ----------------------------------------------------------------------
 
-    def add_version(self, name: str, data: bytes, meta: VersionMetadata) -> int:
+    def add_version(
+        self,
+        name: str,
+        data: bytes,
+        meta: VersionMetadata,
+        *,
+        files: Mapping[str, bytes] | None = None,
+    ) -> int:
+        """A new version; `files` adds renditions (`{"onnx": b"..."}`) beside the artifact."""
         with self.lock:
             version = 1 + max((v for (n, v) in self.versions if n == name), default=0)
             digest = sha256(data)
             self.blobs[digest] = data
+            renditions = []
+            for part, content in (files or {}).items():
+                self.blobs[sha256(content)] = content
+                renditions.append(
+                    FileOut(
+                        name=part,
+                        sha256=sha256(content),
+                        size=len(content),
+                        media_type="application/octet-stream",
+                    )
+                )
             self.versions[(name, version)] = VersionOut(
                 model=name,
                 version=version,
@@ -89,7 +112,8 @@ class FakeRegistry:
                         sha256=digest,
                         size=len(data),
                         media_type="application/octet-stream",
-                    )
+                    ),
+                    *renditions,
                 ],
                 signature=meta.signature,
                 example=meta.example,
@@ -104,10 +128,13 @@ class FakeRegistry:
             )
             return version
 
-    def corrupt(self, name: str, version: int) -> None:
+    def file_digest(self, name: str, version: int, file: str = "artifact") -> str:
+        return next(f.sha256 for f in self.versions[(name, version)].files if f.name == file)
+
+    def corrupt(self, name: str, version: int, file: str = "artifact") -> None:
         """Change the stored bytes after upload, keeping the recorded digest."""
         with self.lock:
-            digest = self.versions[(name, version)].sha256
+            digest = self.file_digest(name, version, file)
             data = bytearray(self.blobs[digest])
             data[len(data) // 2] ^= 0xFF
             self.blobs[digest] = bytes(data)
@@ -182,6 +209,7 @@ class FakeRegistry:
                 Route("/api/v1/changes", self._changes),
                 Route("/api/v1/models/{name}/versions/{version:int}", self._version),
                 Route("/api/v1/models/{name}/versions/{version:int}/artifact", self._artifact),
+                Route("/api/v1/models/{name}/versions/{version:int}/files/{file}", self._artifact),
                 Route("/api/v1/replicas/{replica_id}", self._report, methods=["PUT"]),
                 Route("/api/v1/replicas/{replica_id}", self._deregister, methods=["DELETE"]),
                 Route("/blobs/{digest}", self._blob),
@@ -251,12 +279,18 @@ class FakeRegistry:
                 self.downloads[(name, version)] = self.downloads.get((name, version), 0) + 1
         if found is None:
             return _error(404, "version_not_found", f"model '{name}' has no version {version}")
+        file = request.path_params.get("file", "artifact")
+        record = next((f for f in found.files if f.name == file), None)
+        if record is None:
+            return _error(404, "file_not_found", f"version {version} has no file '{file}'")
         if self.redirect_artifacts:
             return Response(
                 status_code=307,
-                headers={"Location": f"http://{STORE_HOST}/blobs/{found.sha256}?X-Amz-Signature=x"},
+                headers={
+                    "Location": f"http://{STORE_HOST}/blobs/{record.sha256}?X-Amz-Signature=x"
+                },
             )
-        return Response(self.blobs[found.sha256], media_type="application/octet-stream")
+        return Response(self.blobs[record.sha256], media_type="application/octet-stream")
 
     async def _blob(self, request: Request) -> Response:
         if (refusal := self._note(request)) is not None:
@@ -289,3 +323,26 @@ class FakeRegistry:
             failures=report.failures,
         )
         return JSONResponse(out.model_dump(mode="json"))
+
+
+class FakeSource:
+    """The loader's view of the registry, over a FakeRegistry's state, without HTTP."""
+
+    def __init__(self, registry: FakeRegistry) -> None:
+        self.registry = registry
+        self.outage = False
+
+    async def version(self, name: str, version: int) -> VersionOut:
+        found = self.registry.versions.get((name, version))
+        if found is None:
+            raise VersionNotFound(name, version)
+        return found
+
+    async def download(
+        self, name: str, version: int, dest: Path, *, max_bytes: int, file: str = "artifact"
+    ) -> tuple[str, int]:
+        if self.outage:
+            raise RegistryUnavailable("storage is down")
+        data = self.registry.blobs[self.registry.file_digest(name, version, file)]
+        await asyncio.to_thread(dest.write_bytes, data[: max_bytes + 1])
+        return hashlib.sha256(data).hexdigest(), len(data)

@@ -73,7 +73,7 @@ def test_predict_by_default_alias_named_alias_and_pinned_version(
         "model": "churn",
         "version": 2,
         "alias": "staging",
-        "predictions": [5.0],
+        "predictions": [pytest.approx(5.0)],
     }
 
     pinned = client.post("/models/churn/versions/2/predict", json={"input": row()}).json()
@@ -190,7 +190,7 @@ def test_bad_input_is_refused_with_the_error_body_and_never_a_500(
 def test_a_body_over_the_limit_is_refused_before_it_is_read(
     two_versions: FakeRegistry, start_serving: Start
 ) -> None:
-    client = start_serving(max_request_bytes=2048)
+    client = start_serving(max_predict_bytes=2048)
     eventually(lambda: ready(client))
     response = client.post("/models/churn/predict", json={"inputs": [row()] * 200})
     assert response.status_code == 413
@@ -236,8 +236,13 @@ def test_a_version_that_fails_to_load_never_takes_traffic(
     client = start_serving()
     eventually(lambda: ready(client))
     two_versions.set_alias("churn", "production", bad)
+    # The failure is recorded before the alias says why it is pending: wait for both.
     status = eventually(
-        lambda: (s := client.get("/status").json())["failures"] and s,
+        lambda: (
+            (s := client.get("/status").json())["failures"]
+            and s["aliases"][0]["pending_reason"]
+            and s
+        ),
     )
     assert [(f["version"], f["stage"]) for f in status["failures"]] == [(bad, stage)]
     alias = status["aliases"][0]

@@ -1,15 +1,14 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from registry.schemas import VersionMetadata, VersionOut
-from serving.errors import LoadFailed, RegistryUnavailable, VersionNotFound
+from registry.schemas import VersionMetadata
+from serving.errors import LoadFailed, VersionNotFound
 from serving.loader import (
     LoadedModel,
     Loader,
@@ -20,29 +19,7 @@ from serving.loader import (
 )
 from tests.serving.factories import artifact, classifier, metadata, regressor, row
 from tests.serving.fakes import FakeRegistry
-
-
-class Source:
-    """The loader's view of the registry, over a FakeRegistry's state."""
-
-    def __init__(self, registry: FakeRegistry) -> None:
-        self.registry = registry
-        self.outage = False
-
-    async def version(self, name: str, version: int) -> VersionOut:
-        found = self.registry.versions.get((name, version))
-        if found is None:
-            raise VersionNotFound(name, version)
-        return found
-
-    async def download(
-        self, name: str, version: int, dest: Path, *, max_bytes: int
-    ) -> tuple[str, int]:
-        if self.outage:
-            raise RegistryUnavailable("storage is down")
-        data = self.registry.blobs[self.registry.versions[(name, version)].sha256]
-        await asyncio.to_thread(dest.write_bytes, data[: max_bytes + 1])
-        return hashlib.sha256(data).hexdigest(), len(data)
+from tests.serving.fakes import FakeSource as Source
 
 
 def upload(registry: FakeRegistry, estimator: Any, meta: VersionMetadata | None = None) -> int:

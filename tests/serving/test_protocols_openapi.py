@@ -88,5 +88,7 @@ def test_documented_shapes_are_what_the_handlers_take_and_give(
 
     for path in ("/v1/models/churn:predict", "/invocations", "/models/churn/invocations"):
         response = serving.post(path, json={"instances": [row()]})
-        assert PredictionsResponse.model_validate(response.json()).predictions == [4.0]
+        assert PredictionsResponse.model_validate(response.json()).predictions == [
+            pytest.approx(4.0)
+        ]
     MlflowError.model_validate(serving.post("/models/nope/invocations", json={}).json())
