@@ -73,6 +73,11 @@ def render() -> str:
     predict = load("predict-latest.json")
     if predict:
         lines += predict_table(predict, "`make bench`")
+    same = load("predict-sklearn-latest.json")
+    if same:
+        lines += predict_table(
+            same, "Berth's own overhead: `berth-sklearn` (BERTH_ONNX=false) against the floor"
+        )
     peers = load("predict-peers-latest.json")
     if peers:
         lines += predict_table(peers, "`make bench-peers`")
