@@ -8,7 +8,7 @@ bench/.venvs/tools) without pausing it (`--nonblocking`):
   bench/results/profile-serving.svg          flame graph
   bench/results/profile-serving.speedscope.json
   bench/results/profile-serving.txt          collapsed stacks (py-spy raw)
-  bench/results/profile-dump.txt             `py-spy dump` of every thread, mid-load
+  bench/results/profile-serving-dump.txt     `py-spy dump` of every thread, mid-load
   bench/results/profile-latest.json          summary: top frames by own and total samples,
                                              and every sample that touches the database, the
                                              registry client or an HTTP client (there should be

@@ -74,6 +74,10 @@ PROMOTE_P95_MS = 30.0
 BATCH = 5000
 
 
+def file_digest(model: int, version: int, name: str) -> str:
+    return hashlib.sha256(f"{model}:{version}:{name}".encode()).hexdigest()
+
+
 def model_name(i: int) -> str:
     return f"model-{i:04d}"
 
@@ -89,13 +93,14 @@ def seed(database: Database, template_name: str, models: int, versions: int) -> 
             .one()
             ._mapping
         )
-        template_file = (
-            conn.execute(
+        # Every file of the template (the joblib artifact and, where it converts, its ONNX
+        # rendition): each seeded version gets the same set, each file its own blob.
+        template_files = [
+            row._mapping
+            for row in conn.execute(
                 select(VersionFile.__table__).where(VersionFile.version_id == template["id"])
             )
-            .one()
-            ._mapping
-        )
+        ]
         copied = {
             k: template[k]
             for k in (
@@ -133,8 +138,9 @@ def seed(database: Database, template_name: str, models: int, versions: int) -> 
         audits: list[dict[str, Any]] = []
         for i in range(models):
             for v in range(1, versions + 1):
-                digest = hashlib.sha256(f"{i}:{v}".encode()).hexdigest()
-                blobs.append({"sha256": digest, "size": copied["size"]})
+                for f in template_files:
+                    blobs.append({"sha256": file_digest(i, v, f["name"]), "size": f["size"]})
+                digest = file_digest(i, v, "artifact")
                 rows.append(
                     copied | {"model_id": ids[model_name(i)], "version": v, "sha256": digest}
                 )
@@ -149,19 +155,23 @@ def seed(database: Database, template_name: str, models: int, versions: int) -> 
                 )
         for start in range(0, len(blobs), BATCH):
             conn.execute(insert(Blob), blobs[start : start + BATCH])
+        for start in range(0, len(rows), BATCH):
             conn.execute(insert(ModelVersion), rows[start : start + BATCH])
         version_ids = conn.execute(
-            select(ModelVersion.id, ModelVersion.sha256).where(ModelVersion.id != template["id"])
+            select(ModelVersion.id, Model.name, ModelVersion.version)
+            .join(Model, Model.id == ModelVersion.model_id)
+            .where(Model.name.like("model-%"))
         ).all()
         files = [
             {
                 "version_id": vid,
-                "name": template_file["name"],
-                "sha256": digest,
-                "size": template_file["size"],
-                "media_type": template_file["media_type"],
+                "name": f["name"],
+                "sha256": file_digest(int(name.removeprefix("model-")), number, f["name"]),
+                "size": f["size"],
+                "media_type": f["media_type"],
             }
-            for vid, digest in version_ids
+            for vid, name, number in version_ids
+            for f in template_files
         ]
         for start in range(0, len(files), BATCH):
             conn.execute(insert(VersionFile), files[start : start + BATCH])
