@@ -36,21 +36,21 @@ from typing import Any
 
 import boto3
 import httpx
-import psycopg
 from boto3.s3.transfer import TransferConfig
-from sqlalchemy.engine import make_url
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from registry import migrate  # noqa: E402
-from registry.db import Database  # noqa: E402
+from tests.fixtures.databases import (  # noqa: E402
+    DEFAULT_TEST_DATABASE_URL,
+    create_database,
+    drop_database,
+)
 
 MB = 1_000_000
 MiB = 1024 * 1024
 RSS_TARGET_MB = 64.0
 RATIO_TARGET = 0.5
-DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 S3_ENV = {
     "AWS_ACCESS_KEY_ID": "berth-bench",
     "AWS_SECRET_ACCESS_KEY": "berth-bench-secret",
@@ -93,32 +93,6 @@ def stop(process: subprocess.Popen[bytes] | None) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
-
-
-# --- the scratch database -------------------------------------------------------------------
-
-
-def libpq(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(False)
-
-
-def create_database(server_url: str) -> str:
-    name = f"berth_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(libpq(server_url), autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(server_url).set(database=name).render_as_string(False)
-    database = Database(url)
-    try:
-        migrate.upgrade(database)
-    finally:
-        database.dispose()
-    return url
-
-
-def drop_database(server_url: str, url: str) -> None:
-    name = make_url(url).database
-    with psycopg.connect(libpq(server_url), autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # --- memory ---------------------------------------------------------------------------------
@@ -334,7 +308,7 @@ def main() -> int:
     parser.add_argument("--size-mb", type=int, default=200, help="artifact size in MB (10^6)")
     parser.add_argument(
         "--database-url",
-        default=os.environ.get("BERTH_TEST_DATABASE_URL", DEFAULT_DATABASE_URL),
+        default=os.environ.get("BERTH_TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL),
         help="Postgres server to create the scratch database on",
     )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved upload pairs")
