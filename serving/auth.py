@@ -150,7 +150,11 @@ class RegistryTokens:
         return caller
 
     def _stale_or_raise(self, entry: _Entry | None, why: str) -> Caller | None:
-        if entry is not None and entry.caller is not None and self._clock() < entry.usable_until:
+        now = self._clock()
+        if entry is not None and entry.caller is not None and now < entry.usable_until:
+            # Ask again only after a pause: otherwise, with the registry down, every request
+            # past the TTL would wait on its own failed /whoami before getting the stale answer.
+            entry.fresh_until = min(now + self._refusal, entry.usable_until)
             return entry.caller
         raise RegistryUnavailable(f"cannot check the bearer token with the registry: {why}")
 

@@ -169,6 +169,35 @@ def test_answers_are_cached_refusals_briefly_and_stale_ones_serve_outages() -> N
     asyncio.run(scenario())
 
 
+def test_an_outage_is_asked_about_once_per_pause_not_once_per_request() -> None:
+    async def scenario() -> None:
+        fake, clock = FakeWhoami(), [0.0]
+        tokens = _tokens(fake, clock, ttl=10, stale=60, refusal=2)
+        await tokens.caller("Bearer good")
+        fake.down = True
+        clock[0] = 11.0
+        for _ in range(5):
+            assert (await tokens.caller("Bearer good")).name == "ci"
+        assert fake.calls == 2, "one failed /whoami, then the stale answer without asking"
+        clock[0] = 13.5  # the pause is over: ask again (still down, still the stale answer)
+        assert (await tokens.caller("Bearer good")).name == "ci"
+        assert fake.calls == 3
+        fake.down = False
+        clock[0] = 16.0
+        await tokens.caller("Bearer good")
+        assert fake.calls == 4  # back: a fresh answer, cached for the full TTL again
+        clock[0] = 25.0
+        await tokens.caller("Bearer good")
+        assert fake.calls == 4
+        clock[0] = 200.0  # the stale window bounds the outage answer whatever the pauses did
+        fake.down = True
+        with pytest.raises(RegistryUnavailable):
+            await tokens.caller("Bearer good")
+        await tokens.aclose()
+
+    asyncio.run(scenario())
+
+
 def test_concurrent_requests_with_one_new_token_ask_the_registry_once() -> None:
     async def scenario() -> None:
         fake, clock = FakeWhoami(), [0.0]
