@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -11,6 +10,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from berth.client import DEFAULT_URL
+from registry.schemas import is_loopback
 
 ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name, not a secret
 """Where `berth up` writes the first admin token, inside its data directory."""
@@ -42,13 +42,7 @@ class ClientSettings(BaseSettings):
 
 def is_local(url: str) -> bool:
     """The URL names this machine (loopback), where `berth up`'s token file can be trusted."""
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(urlsplit(url).hostname or "")
 
 
 @dataclass(frozen=True, slots=True)

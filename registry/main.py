@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -23,7 +22,7 @@ from registry.db import Database
 from registry.errors import HTTP_STATUS, DatabaseUnavailable, RegistryError
 from registry.feed import FeedWatcher, SharedReads, Signal
 from registry.limits import UniformTooLarge
-from registry.schemas import ChangesOut, ErrorBody
+from registry.schemas import ChangesOut, ErrorBody, is_loopback
 from registry.storage import ArtifactStore, open_store
 
 log = logging.getLogger("registry")
@@ -44,15 +43,6 @@ def check_binding(settings: RegistrySettings, host: str) -> None:
         "can reach it could publish models, and loading a model runs its code. Turn "
         "authentication on, bind to 127.0.0.1, or set BERTH_ALLOW_INSECURE=true."
     )
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def create_app(

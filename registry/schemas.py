@@ -6,6 +6,7 @@ Pydantic models only: no ORM, no FastAPI, no storage.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from datetime import datetime
 from enum import StrEnum
@@ -20,6 +21,19 @@ FILE_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 """Names of a version's files (the multipart part names: `artifact`, `onnx`, ...)."""
 
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
+
+
+def is_loopback(host: str) -> bool:
+    """`host` names this machine only: where a service may run without authentication, and
+    where a local token file may be trusted. Here because registry, serving and the client all
+    decide it, and this module is the one they share."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
 
 PRIMARY_FILE = "artifact"
 """The multipart part that carries a version's primary artifact."""

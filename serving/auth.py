@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import ipaddress
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -24,7 +23,7 @@ from typing import Any, TypeVar
 import httpx
 from fastapi import Request
 
-from registry.schemas import Role
+from registry.schemas import Role, is_loopback
 from serving.errors import Forbidden, RegistryUnavailable, Unauthenticated
 
 PERMISSION_ATTRIBUTE = "__berth_permission__"
@@ -223,12 +222,3 @@ def check_binding(*, auth: bool, allow_insecure: bool, host: str) -> None:
         "can reach it could call every model. Turn authentication on, bind to 127.0.0.1, or set "
         "BERTH_ALLOW_INSECURE=true."
     )
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
