@@ -12,6 +12,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from serving.schemas import ERROR_BODY
+
 _PUBLIC = {"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/ping"}
 
 
@@ -42,18 +44,7 @@ def document_auth(app: FastAPI) -> None:
                     responses.setdefault("500", _error("The model failed on accepted input."))
                     responses.setdefault("502", _error("The registry refused serving."))
         components = schema.setdefault("components", {})
-        components.setdefault("schemas", {}).setdefault(
-            "ErrorBody",
-            {
-                "type": "object",
-                "required": ["error", "message"],
-                "properties": {
-                    "error": {"type": "string"},
-                    "message": {"type": "string"},
-                    "detail": {},
-                },
-            },
-        )
+        components.setdefault("schemas", {}).setdefault("ErrorBody", ERROR_BODY)
         components.setdefault("securitySchemes", {})["HTTPBearer"] = {
             "type": "http",
             "scheme": "bearer",

@@ -11,6 +11,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+ERROR_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["error", "message"],
+    "properties": {
+        "error": {"type": "string"},
+        "message": {"type": "string"},
+        "detail": {},
+    },
+}
+"""Every serving error's JSON body, as OpenAPI documents it (`serving.errors` writes it)."""
+
 Scalar = float | int | str | bool | None
 Output = Literal["predict", "predict_proba", "predict_log_proba", "decision_function"]
 
@@ -69,15 +80,7 @@ def predict_openapi(routes: dict[str, str]) -> tuple[dict[str, Any], dict[str, A
         components[model.__name__] = schema
         refs[model] = {"$ref": f"#/components/schemas/{model.__name__}"}
     error = {"$ref": "#/components/schemas/ErrorBody"}
-    components["ErrorBody"] = {
-        "type": "object",
-        "required": ["error", "message"],
-        "properties": {
-            "error": {"type": "string"},
-            "message": {"type": "string"},
-            "detail": {},
-        },
-    }
+    components["ErrorBody"] = ERROR_BODY
     paths: dict[str, Any] = {}
     for path, summary in routes.items():
         parameters = [
