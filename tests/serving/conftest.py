@@ -12,6 +12,7 @@ import pytest
 from serving.config import ServingSettings
 from serving.main import Runtime, create_app
 from tests.fixtures.servers import LiveServer
+from tests.serving.factories import artifact, metadata, regressor
 from tests.serving.fakes import FakeRegistry
 
 T = TypeVar("T")
@@ -49,6 +50,20 @@ def serving_settings(**overrides: Any) -> ServingSettings:
 @pytest.fixture
 def fake() -> FakeRegistry:
     return FakeRegistry()
+
+
+def _two_versions(fake: FakeRegistry) -> FakeRegistry:
+    """churn v1 predicts sum(x) + 1, v2 predicts sum(x) + 2; production → v1."""
+    for offset in (1, 2):
+        estimator = regressor(offset=offset)
+        fake.add_version("churn", artifact(estimator), metadata(estimator))
+    fake.set_alias("churn", "production", 1)
+    return fake
+
+
+# One registry state under the two names the serving tests read it by.
+two_versions = pytest.fixture(_two_versions, name="two_versions")
+churn = pytest.fixture(_two_versions, name="churn")
 
 
 class ServingClient(httpx.Client):

@@ -41,15 +41,6 @@ def ready(client: ServingClient) -> bool:
     return client.get("/readyz").status_code == 200
 
 
-@pytest.fixture
-def two_versions(fake: FakeRegistry) -> FakeRegistry:
-    """churn v1 predicts sum(x) + 1, v2 predicts sum(x) + 2; production → v1."""
-    push(fake, regressor(offset=1))
-    push(fake, regressor(offset=2))
-    fake.set_alias("churn", "production", 1)
-    return fake
-
-
 def test_predict_by_default_alias_named_alias_and_pinned_version(
     two_versions: FakeRegistry, start_serving: Start
 ) -> None:

@@ -26,21 +26,12 @@ from serving.observability import (
 )
 from tests.fixtures.servers import LiveServer
 from tests.serving.conftest import ServingClient, eventually, serving_settings
-from tests.serving.factories import artifact, metadata, regressor, row
+from tests.serving.factories import row
 from tests.serving.fakes import FakeRegistry
 
 Start = Callable[..., ServingClient]
 
 V2_BODY = {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP64", "data": row()}]}
-
-
-@pytest.fixture
-def churn(fake: FakeRegistry) -> FakeRegistry:
-    for offset in (1, 2):
-        estimator = regressor(offset=offset)
-        fake.add_version("churn", artifact(estimator), metadata(estimator))
-    fake.set_alias("churn", "production", 1)
-    return fake
 
 
 @pytest.fixture

@@ -16,15 +16,6 @@ Start = Callable[..., ServingClient]
 X = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 0.0]])
 
 
-@pytest.fixture
-def churn(fake: FakeRegistry) -> FakeRegistry:
-    for offset in (1, 2):
-        estimator = regressor(offset=offset)
-        fake.add_version("churn", artifact(estimator), metadata(estimator))
-    fake.set_alias("churn", "production", 1)
-    return fake
-
-
 def test_predict_with_instances_answers_predictions(
     churn: FakeRegistry, start_serving: Start
 ) -> None:

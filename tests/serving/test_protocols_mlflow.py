@@ -25,15 +25,6 @@ X = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 0.0]])
 
 
 @pytest.fixture
-def churn(fake: FakeRegistry) -> FakeRegistry:
-    for offset in (1, 2):
-        estimator = regressor(offset=offset)
-        fake.add_version("churn", artifact(estimator), metadata(estimator))
-    fake.set_alias("churn", "production", 1)
-    return fake
-
-
-@pytest.fixture
 def scoring_client(monkeypatch: pytest.MonkeyPatch) -> type[Any]:
     # MLflow would otherwise report usage over the network; it also warns at import about its
     # own type hints, which the suite's warnings-as-errors would turn into a failure.

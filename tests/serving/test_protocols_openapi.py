@@ -16,7 +16,7 @@ from serving.protocols.schemas import (
     PredictionsResponse,
 )
 from tests.serving.conftest import ServingClient, eventually
-from tests.serving.factories import artifact, metadata, regressor, row
+from tests.serving.factories import row
 from tests.serving.fakes import FakeRegistry
 
 Start = Callable[..., ServingClient]
@@ -39,14 +39,6 @@ PROTOCOL_ROUTES = {
     "/ping": "get",
     "/version": "get",
 }
-
-
-@pytest.fixture
-def churn(fake: FakeRegistry) -> FakeRegistry:
-    estimator = regressor(offset=1)
-    fake.add_version("churn", artifact(estimator), metadata(estimator))
-    fake.set_alias("churn", "production", 1)
-    return fake
 
 
 def test_every_protocol_route_is_documented_in_a_valid_schema(

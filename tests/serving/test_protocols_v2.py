@@ -30,14 +30,6 @@ def push(fake: FakeRegistry, estimator: Any, name: str = "churn", **meta: Any) -
 
 
 @pytest.fixture
-def churn(fake: FakeRegistry) -> FakeRegistry:
-    push(fake, regressor(offset=1))
-    push(fake, regressor(offset=2))
-    fake.set_alias("churn", "production", 1)
-    return fake
-
-
-@pytest.fixture
 def triton_for(start_serving: Start) -> Iterator[Callable[..., tuple[Any, ServingClient]]]:
     clients: list[Any] = []
 
