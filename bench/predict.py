@@ -272,6 +272,7 @@ class Bench:
             log_path=self.logs / f"floor-{workload}.log",
         )
         with process:
+            self.serving_pid = process.pid  # profiled like Berth's (bench/profile_serving.py)
             yield Endpoint(process.url + "/predict", inputs_body)
 
     def _flask(self, workload: str) -> Iterator[Endpoint]:

@@ -7,6 +7,7 @@ the variants so that a noisy neighbour on a shared machine hits them all alike. 
 the mean per-request time of a round: the median over rounds, and the best round.
 
 Variants (`--variants`, default all that the installed code supports):
+  floor         bench/apps/starlette_floor.py on the same model and body: the stack's ceiling
   bare          request-id middleware removed, access log off, tracing off
   request-id    + the X-Request-Id middleware (always on in serving)
   access-log    + one JSON log line per predict, formatted and written to /dev/null
@@ -33,6 +34,7 @@ import os
 import statistics
 import struct
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -126,6 +128,16 @@ class DropExporter:
         return True
 
 
+def floor_app(estimator: Any, workdir: Path) -> Any:
+    # The module loads its model when imported, from the path the benchmark gives it.
+    path = workdir / "floor.joblib"
+    path.write_bytes(artifact(estimator))
+    os.environ["BENCH_MODEL_PATH"] = str(path)
+    from bench.apps.starlette_floor import app
+
+    return app
+
+
 def build(variant: str, fake: FakeRegistry) -> Any:
     options: dict[str, Any] = {}
     if variant == "tracing":
@@ -136,7 +148,14 @@ def build(variant: str, fake: FakeRegistry) -> Any:
         provider.add_span_processor(BatchSpanProcessor(DropExporter()))  # type: ignore[arg-type]
         options["tracer_provider"] = provider
     app = create_app(
-        serving_settings(default_model="churn", feed_wait_seconds=30, heartbeat_seconds=30),
+        serving_settings(
+            default_model="churn",
+            feed_wait_seconds=30,
+            heartbeat_seconds=30,
+            # Like for like with the floor: the same scikit-learn predict, one call per request.
+            batching=False,
+            onnx=False,
+        ),
         transport=httpx.ASGITransport(fake.app),
         **options,
     )
@@ -150,6 +169,9 @@ def build(variant: str, fake: FakeRegistry) -> Any:
 
 @contextlib.asynccontextmanager
 async def running(app: Any) -> AsyncIterator[None]:
+    if not hasattr(app.state, "runtime"):  # the floor: nothing to start
+        yield
+        return
     async with app.router.lifespan_context(app):
         deadline = time.monotonic() + 60
         while not app.state.runtime.readiness()[0] or not app.state.runtime.router.table:
@@ -202,10 +224,15 @@ async def main(args: argparse.Namespace) -> None:
     fake.add_version("churn", artifact(estimator), metadata(estimator))
     fake.set_alias("churn", "production", 1)
     protocol_bodies = bodies()
+    protocol_bodies["floor"] = ("/predict", *protocol_bodies["berth"][1:])
     variants: list[tuple[str, str]] = []
     for name in args.variants:
         variants.append((name, name if name in protocol_bodies else "berth"))
-    apps = {name: build(name, fake) for name, _ in variants}
+    scratch = Path(tempfile.mkdtemp(prefix="berth-overhead-"))
+    apps = {
+        name: floor_app(estimator, scratch) if name == "floor" else build(name, fake)
+        for name, _ in variants
+    }
     results: dict[str, list[float]] = {name: [] for name, _ in variants}
     async with contextlib.AsyncExitStack() as stack:
         for app in apps.values():
@@ -243,6 +270,7 @@ if __name__ == "__main__":
         "--variants",
         nargs="+",
         default=[
+            "floor",
             "bare",
             "request-id",
             "access-log",

@@ -1,0 +1,105 @@
+"""The inference routes' short way past FastAPI's middleware stack.
+
+FastAPI hands every request through seven layers before an endpoint sees it (server errors,
+telemetry, body limit, user middleware, exception handlers, exit stack, router) and back
+through three `send` wrappers; on this machine that was about a tenth of a one-row predict, the
+largest share of Berth's cost over the bare Starlette floor after the predict itself. The
+inference endpoints need none of it: each reads and bounds its own body, authorises its caller,
+and answers every `ServingError` itself as JSON.
+
+So `ServingApp` tries the inference routes (`POST` only, the same `Route` objects the router
+holds, so paths, converters and OpenAPI stay one definition) before the stack, and calls a
+matching endpoint with only the request id around it. What the skipped layers would still have
+done is done here: an unexpected exception is the uniform JSON 500, logged once. Everything
+else — other methods, other paths, a path that matches with the wrong method (a 405) — takes
+the full stack. With tracing on the short way is off: FastAPI's telemetry makes the request's
+server span, and a trace must not lose it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Match, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serving.errors import ServingError, error_body
+from serving.observability import RequestIdMiddleware
+
+logger = logging.getLogger(__name__)
+
+
+def unexpected_error(scope: Scope) -> Response:
+    """The uniform 500 for an exception nothing expected, logged with an incident id."""
+    incident = uuid.uuid4().hex[:12]
+    logger.exception("unhandled error %s on %s %s", incident, scope["method"], scope["path"])
+    error = ServingError(f"internal error {incident}; see the serving log")
+    return JSONResponse(error_body(error), status_code=500)
+
+
+async def _call_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+    try:
+        response: Response = await scope["endpoint"](Request(scope, receive))
+    except Exception:
+        response = unexpected_error(scope)
+    await response(scope, receive, send)
+
+
+class ServingApp(FastAPI):
+    """FastAPI, with `hot_routes` answered straight from their endpoints."""
+
+    hot_routes: Sequence[Route] = ()
+
+    def take_short_way(self, routes: Sequence[Route]) -> None:
+        if any(route.methods != {"POST"} for route in routes):
+            raise ValueError("only POST routes take the short way")
+        self.hot_routes = tuple(routes)
+        self._hot: ASGIApp = RequestIdMiddleware(_call_endpoint)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            for route in self.hot_routes:
+                match, child = route.matches(scope)
+                if match is Match.FULL:
+                    if self.root_path:
+                        scope["root_path"] = self.root_path
+                    scope["app"] = self
+                    scope.update(child)
+                    await self._hot(scope, receive, send)
+                    return
+        await super().__call__(scope, receive, send)
+
+
+class CatchUnexpected:
+    """The full stack's counterpart of the short way's 500: JSON, logged once.
+
+    Starlette's own handler for `Exception` answers in plain text, then re-raises, which makes
+    uvicorn log a second traceback and drop the client's keep-alive connection.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            if started:
+                raise
+            await unexpected_error(scope)(scope, receive, send)
