@@ -4,7 +4,9 @@ Every server runs as ONE process pinned to core 0 (`taskset -c 0`); wrk runs pin
 one thread. Workloads: LinearRegression (10 features) and RandomForestRegressor (50 trees, depth
 8, 10 features), trained here and saved with joblib. For each workload and server: one row per
 request at 1, 16 and 64 connections, and 64-row requests at 16 connections; each figure is the
-median of `--repeat` runs of `--duration` seconds.
+median of `--repeat` runs of `--duration` seconds. A workload's servers are all up at once and
+their runs interleave (each repeat runs every server in turn), so a machine whose speed drifts
+meets every server alike: the ratios are the figures to trust.
 
 Servers:
   floor        bare Starlette on uvicorn calling model.predict (bench/apps/starlette_floor.py)
@@ -32,10 +34,11 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -367,30 +370,75 @@ def check_answer(endpoint: Endpoint) -> None:
 
 
 def measure(
-    bench: Bench, server: str, workload: str, args: argparse.Namespace
-) -> dict[str, Measurement]:
-    results: dict[str, Measurement] = {}
-    with bench.server(server, workload) as endpoint:
-        check_answer(endpoint)
+    bench: Bench,
+    servers: list[str],
+    workload: str,
+    args: argparse.Namespace,
+    skipped: dict[str, str],
+) -> dict[str, dict[str, Measurement]]:
+    """Every server's figures for one workload, their runs interleaved.
+
+    All the servers are up at once (each pinned to the server core, idle while another is under
+    load), and each repeat runs them one after the other: on a shared machine whose speed drifts
+    over minutes, the servers of one repeat meet the same machine, so their ratios hold even when
+    the absolute figures do not.
+    """
+    with ExitStack() as stack:
+        endpoints: dict[str, Endpoint] = {}
+        for server in servers:
+            try:
+                endpoint = stack.enter_context(bench.server(server, workload))
+                check_answer(endpoint)
+            except Exception as exc:
+                if server not in PEERS:
+                    print_logs(bench.logs)
+                    raise
+                # A peer that cannot install or start here is reported, not fatal.
+                skipped[server] = f"{type(exc).__name__}: {exc}"
+                print_logs(bench.logs, f"{server}-*.log")
+                print(f"  {server}: skipped ({skipped[server]})", flush=True)
+                continue
+            endpoints[server] = endpoint
+        results: dict[str, dict[str, Measurement]] = {server: {} for server in endpoints}
         for config in configs(args.connections):
-            script = wrk_script(endpoint.body(rows(config.rows)), endpoint.headers, bench.workdir)
-            # Warm-up: connections, caches, the allocator; not counted.
-            wrk(endpoint.url, script, connections=config.connections, duration=args.warmup)
-            measurement = Measurement()
-            for _ in range(args.repeat):
-                measurement.runs.append(
-                    wrk(
-                        endpoint.url, script, connections=config.connections, duration=args.duration
-                    )
+            scripts = {
+                server: wrk_script(
+                    endpoint.body(rows(config.rows)), endpoint.headers, bench.workdir
                 )
-            results[config.key] = measurement
-            m = measurement.median()
-            print(
-                f"  {workload:7} {server:20} {config.key:12} {m['rps']:>9,.0f} req/s  "
-                f"p50 {m['p50_ms']:7.2f} ms  p99 {m['p99_ms']:7.2f} ms  errors {m['errors']}",
-                flush=True,
-            )
+                for server, endpoint in endpoints.items()
+            }
+            for server, endpoint in endpoints.items():
+                # Warm-up: connections, caches, the allocator; not counted.
+                wrk(
+                    endpoint.url,
+                    scripts[server],
+                    connections=config.connections,
+                    duration=args.warmup,
+                )
+                results[server][config.key] = Measurement()
+            for _ in range(args.repeat):
+                for server, endpoint in endpoints.items():
+                    results[server][config.key].runs.append(
+                        wrk(
+                            endpoint.url,
+                            scripts[server],
+                            connections=config.connections,
+                            duration=args.duration,
+                        )
+                    )
+            for server in endpoints:
+                m = results[server][config.key].median()
+                print(
+                    f"  {workload:7} {server:20} {config.key:12} {m['rps']:>9,.0f} req/s  "
+                    f"p50 {m['p50_ms']:7.2f} ms  p99 {m['p99_ms']:7.2f} ms  "
+                    f"errors {m['errors']}",
+                    flush=True,
+                )
     return results
+
+
+Figure = tuple[str, str, str]
+"""(workload, server, run key), e.g. `("linear", "floor", "1row-c16")`."""
 
 
 # --- targets ----------------------------------------------------------------------------------
@@ -412,45 +460,61 @@ class Target:
         }
 
 
-def targets(table: dict[str, dict[str, dict[str, dict[str, float]]]]) -> list[Target]:
-    """The issue's targets, from whichever figures this run has."""
+def targets(
+    table: dict[str, dict[str, dict[str, dict[str, float]]]],
+    runs: dict[str, dict[str, dict[str, dict[str, Any]]]] | None = None,
+) -> list[Target]:
+    """The issue's targets, from whichever figures this run has.
+
+    A throughput ratio is the median of the per-repeat ratios when `runs` has the repeats
+    (run i of one server beside run i of the other, seconds apart, on the same machine), else
+    the ratio of the medians.
+    """
 
     def get(workload: str, server: str, key: str) -> dict[str, float] | None:
         return table.get(workload, {}).get(server, {}).get(key)
 
+    def repeats(workload: str, server: str, key: str) -> list[float]:
+        found = (runs or {}).get(workload, {}).get(server, {}).get(key)
+        return [r["requests"] / r["seconds"] for r in found["repeats"]] if found else []
+
     out: list[Target] = []
 
-    def ratio(
-        name: str, a: dict[str, float] | None, b: dict[str, float] | None, goal: float
-    ) -> None:
-        if a and b and b["rps"]:
-            value = a["rps"] / b["rps"]
-            out.append(Target(name, value, f">= {goal}x", value >= goal))
+    def ratio(name: str, a: Figure, b: Figure, goal: float) -> None:
+        first, second = get(*a), get(*b)
+        if not (first and second and second["rps"]):
+            return
+        pairs = list(zip(repeats(*a), repeats(*b), strict=False))
+        if (
+            pairs
+            and len(pairs) == len(repeats(*a)) == len(repeats(*b))
+            and all(y for _, y in pairs)
+        ):
+            value = statistics.median(x / y for x, y in pairs)
+        else:
+            value = first["rps"] / second["rps"]
+        out.append(Target(name, value, f">= {goal}x", value >= goal))
 
     lin, rf = HEADLINE["linear"], HEADLINE["forest"]
     c16, c64, c1 = "1row-c16", "1row-c64", "1row-c1"
-    ratio(
-        f"linear 16 conns: {lin} / floor", get("linear", lin, c16), get("linear", "floor", c16), 0.9
-    )
-    ratio(
-        f"linear 16 conns: {lin} / flask", get("linear", lin, c16), get("linear", "flask", c16), 2.5
-    )
+    ratio(f"linear 16 conns: {lin} / floor", ("linear", lin, c16), ("linear", "floor", c16), 0.9)
+    ratio(f"linear 16 conns: {lin} / flask", ("linear", lin, c16), ("linear", "flask", c16), 2.5)
     ratio(
         f"linear 16 conns: {lin} / mlserver",
-        get("linear", lin, c16),
-        get("linear", "mlserver", c16),
+        ("linear", lin, c16),
+        ("linear", "mlserver", c16),
         2.5,
     )
     ratio(
         f"linear 16 conns: {lin} / mlflow",
-        get("linear", lin, c16),
-        get("linear", "mlflow", c16),
+        ("linear", lin, c16),
+        ("linear", "mlflow", c16),
         4.0,
     )
     ratio(
         "linear 16 conns: berth-sklearn / floor (both scikit-learn)",
-        get("linear", "berth-sklearn", c16),
-        get("linear", "floor", c16),
+        ("linear", "berth-sklearn", c16),
+        ("linear", "floor", c16),
         0.9,
     )
     for server in (lin, "berth-sklearn"):
@@ -465,24 +529,27 @@ def targets(table: dict[str, dict[str, dict[str, dict[str, float]]]]) -> list[Ta
                     extra <= 0.3,
                 )
             )
-    ratio(
-        f"forest 16 conns: {rf} / flask", get("forest", rf, c16), get("forest", "flask", c16), 10.0
-    )
+    ratio(f"forest 16 conns: {rf} / flask", ("forest", rf, c16), ("forest", "flask", c16), 10.0)
     ratio(
         "forest 16 conns: berth-onnx / flask",
-        get("forest", "berth-onnx", c16),
-        get("forest", "flask", c16),
+        ("forest", "berth-onnx", c16),
+        ("forest", "flask", c16),
         10.0,
     )
     # The compiled path against scikit-learn, both batching as shipped: ONNX must pay its way.
     ratio(
         "forest 16 conns: ONNX on / off (batching on)",
-        get("forest", "berth-onnx-batch", c16),
-        get("forest", "berth-sklearn-batch", c16),
+        ("forest", "berth-onnx-batch", c16),
+        ("forest", "berth-sklearn-batch", c16),
         1.0,
     )
     on, off = get("forest", "berth-sklearn-batch", c64), get("forest", "berth-sklearn", c64)
-    ratio("forest 64 conns (scikit-learn): batching on / off", on, off, 8.0)
+    ratio(
+        "forest 64 conns (scikit-learn): batching on / off",
+        ("forest", "berth-sklearn-batch", c64),
+        ("forest", "berth-sklearn", c64),
+        8.0,
+    )
     if on and off:
         out.append(
             Target(
@@ -582,25 +649,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="berth-bench-") as scratch:
         bench = Bench(Path(scratch), args.workloads)
         for workload in args.workloads:
-            for server in servers:
-                if server in BERTH_VARIANTS and workload not in BERTH_VARIANTS[server].workloads:
-                    continue
-                try:
-                    results = measure(bench, server, workload, args)
-                except Exception as exc:
-                    if server not in PEERS:
-                        print_logs(bench.logs)
-                        raise
-                    # A peer that cannot install or start here is reported, not fatal.
-                    skipped[server] = f"{type(exc).__name__}: {exc}"
-                    print_logs(bench.logs, f"{server}-*.log")
-                    print(f"  {server}: skipped ({skipped[server]})", flush=True)
-                    continue
+            chosen = [
+                server
+                for server in servers
+                if server not in BERTH_VARIANTS or workload in BERTH_VARIANTS[server].workloads
+            ]
+            for server, results in measure(bench, chosen, workload, args, skipped).items():
                 table.setdefault(workload, {})[server] = {k: m.median() for k, m in results.items()}
                 raw.setdefault(workload, {})[server] = {k: m.as_json() for k, m in results.items()}
     flask = table_flask(table)
     print_table(table, flask)
-    checks = targets(table)
+    checks = targets(table, raw)
     print()
     for t in checks:
         print(f"{verdict(t.ok)}  {t.name}: {t.value:.2f} (target {t.goal})")
@@ -623,7 +682,8 @@ def main() -> int:
             "pinning": "each server taskset -c 0; wrk -t1 taskset -c 1",
             "berth": "python -m serving, auth on (reader token), registry stopped during load, "
             f"BERTH_TOKEN_CACHE_SECONDS={TOKEN_CACHE_SECONDS}, other settings default",
-            "figures": "median over repeats of req/s, p50, p99 each; errors summed",
+            "figures": "median over repeats of req/s, p50, p99 each; errors summed; all "
+            "servers up at once, each repeat runs every server in turn",
             **machine(),
         },
     }
