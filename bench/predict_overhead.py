@@ -208,11 +208,11 @@ def access_log(on: bool) -> None:
         log.removeHandler(handler)
     log.propagate = False
     if on:
-        from serving.observability import JsonFormatter
+        from serving.observability import JsonLinesHandler
 
-        handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115
-        handler.setFormatter(JsonFormatter())
-        log.addHandler(handler)
+        # What configure_logging sets up for BERTH_LOG_FORMAT=json, writing to /dev/null.
+        log.addHandler(JsonLinesHandler(open(os.devnull, "w")))  # noqa: SIM115
+        logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
         log.setLevel(logging.INFO)
     else:
         log.setLevel(logging.WARNING)

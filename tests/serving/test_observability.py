@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,6 +23,8 @@ from serving.observability import (
     ACCESS_LOGGER,
     REQUEST_ID,
     JsonFormatter,
+    JsonLinesHandler,
+    PredictLog,
     tracer_provider_from_environment,
     tracing_requested,
 )
@@ -34,18 +38,30 @@ Start = Callable[..., ServingClient]
 V2_BODY = {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP64", "data": row()}]}
 
 
-@pytest.fixture
-def access_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    """The predict log lines, as the JSON formatter writes them."""
+@pytest.fixture(params=["records", "direct"])
+def access_lines(
+    request: pytest.FixtureRequest,
+) -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The predict log lines, as the JSON formatter writes them.
+
+    Twice: through log records (another handler, pytest's, also sees them), and written
+    directly by `PredictLog` when a `JsonLinesHandler` is the only one.
+    """
     stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
     log = logging.getLogger(ACCESS_LOGGER)
+    handler: logging.Handler
+    if request.param == "direct":
+        handler = JsonLinesHandler(stream)
+        log.propagate = False
+    else:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(JsonFormatter())
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
     log.removeHandler(handler)
     log.setLevel(logging.NOTSET)
+    log.propagate = True
 
 
 # --- request ids ------------------------------------------------------------------------------
@@ -168,6 +184,78 @@ def test_json_lines_carry_the_request_id_of_whatever_logged_them() -> None:
     assert line["message"] == "boom x"
     assert line["level"] == "error"
     assert "request_id" not in json.loads(JsonFormatter().format(record))
+
+
+class Refuse(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return True  # passes everything; its presence alone rules out the direct line
+
+
+@pytest.mark.parametrize("request_id", [None, "abc-123.x:y"])
+@pytest.mark.parametrize("alias", [None, "production"])
+@pytest.mark.parametrize("traced", [False, True])
+@pytest.mark.parametrize("ms", [0.000345, 1.5, 12.3456789, 1000.0])
+def test_the_direct_predict_line_is_the_formatters_line_byte_for_byte(
+    request_id: str | None,
+    alias: str | None,
+    traced: bool,
+    ms: float,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(time, "time", lambda: 1764156789.0421)
+    stream = io.StringIO()
+    log = logging.Logger("serving.access.test")  # detached: no parent, no pytest handlers
+    handler = JsonLinesHandler(stream)
+    log.addHandler(handler)
+    predict_log = PredictLog(log)
+    assert predict_log._only_json_lines() is handler
+
+    def line() -> str:
+        stream.seek(0)
+        stream.truncate()
+        predict_log.answered("churn.v2_model", 7, alias, ms / 1000)
+        return stream.getvalue()
+
+    provider = TracerProvider()
+    token = REQUEST_ID.set(request_id)
+    try:
+        with contextlib.ExitStack() as stack:
+            if traced:
+                stack.enter_context(provider.get_tracer("t").start_as_current_span("request"))
+            direct = line()
+            handler.addFilter(Refuse())
+            assert predict_log._only_json_lines() is None
+            through_a_record = line()
+    finally:
+        REQUEST_ID.reset(token)
+        provider.shutdown()
+    assert direct == through_a_record
+    parsed = json.loads(direct)
+    assert ("trace_id" in parsed) is traced
+    assert parsed.get("request_id") == request_id
+
+
+def test_the_direct_line_only_when_berths_json_handler_alone_would_see_it() -> None:
+    root = logging.Logger("root-of-test")
+    access = logging.Logger("access")
+    access.parent = root
+    predict_log = PredictLog(access)
+    assert predict_log._only_json_lines() is None  # nobody listens
+    mine = JsonLinesHandler(io.StringIO())
+    root.addHandler(mine)
+    assert predict_log._only_json_lines() is mine  # the standard set-up: one root handler
+    other = logging.StreamHandler(io.StringIO())
+    access.addHandler(other)
+    assert predict_log._only_json_lines() is None  # a second handler must see a record
+    access.removeHandler(other)
+    access.addFilter(Refuse())
+    assert predict_log._only_json_lines() is None  # a filter must see a record
+    access.filters.clear()
+    mine.setLevel(logging.WARNING)
+    assert predict_log._only_json_lines() is None  # the handler would drop the line
+    mine.setLevel(logging.NOTSET)
+    access.propagate = False
+    assert predict_log._only_json_lines() is None  # the root's handler is out of reach
 
 
 # --- traces -----------------------------------------------------------------------------------
