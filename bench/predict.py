@@ -147,6 +147,24 @@ BERTH_VARIANTS = {
         ("linear", "forest"),
         "scikit-learn, micro-batching off",
     ),
+    # What the 0.9x counts is "routing, version lookup, validation and metrics": these
+    # two take away, in turn, the access log and per-request authentication, which the floor
+    # does not do either, so the note can say what each costs (`--servers`, not by default).
+    "berth-sklearn-nolog": BerthVariant(
+        {"BERTH_ONNX": "false", "BERTH_BATCHING": "false", "BERTH_ACCESS_LOG": "false"},
+        ("linear",),
+        "scikit-learn, micro-batching off, access log off",
+    ),
+    "berth-sklearn-open": BerthVariant(
+        {
+            "BERTH_ONNX": "false",
+            "BERTH_BATCHING": "false",
+            "BERTH_ACCESS_LOG": "false",
+            "BERTH_ANONYMOUS_PREDICT": "true",
+        },
+        ("linear",),
+        "scikit-learn, micro-batching off, access log off, anonymous predict",
+    ),
     "berth-sklearn-batch": BerthVariant(
         {"BERTH_ONNX": "false", "BERTH_BATCHING": "true"},
         ("forest",),
@@ -517,6 +535,13 @@ def targets(
         ("linear", "floor", c16),
         0.9,
     )
+    for server in ("berth-sklearn-nolog", "berth-sklearn-open"):
+        ratio(
+            f"linear 16 conns: {server} / floor (the target's scope)",
+            ("linear", server, c16),
+            ("linear", "floor", c16),
+            0.9,
+        )
     for server in (lin, "berth-sklearn"):
         berth1, floor1 = get("linear", server, c1), get("linear", "floor", c1)
         if berth1 and floor1:
