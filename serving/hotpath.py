@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Sequence
 
 from fastapi import FastAPI
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -45,6 +45,8 @@ def unexpected_error(scope: Scope) -> Response:
 async def _call_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     try:
         response: Response = await scope["endpoint"](Request(scope, receive))
+    except ClientDisconnect:
+        return  # the caller left while sending its body: nobody to answer, nothing to log
     except Exception:
         response = unexpected_error(scope)
     await response(scope, receive, send)

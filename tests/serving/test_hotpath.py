@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -117,3 +118,35 @@ def test_only_post_routes_may_take_the_short_way() -> None:
     app = ServingApp()
     with pytest.raises(ValueError, match="only POST"):
         app.take_short_way([Route("/x", endpoint, methods=["GET"])])
+
+
+def test_a_caller_gone_before_its_body_arrived_gets_no_answer_and_no_error_log(
+    two_versions: FakeRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(serving_settings(), transport=httpx.ASGITransport(two_versions.app))
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/models/churn/predict",
+        "raw_path": b"/models/churn/predict",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8001),
+    }
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(app(scope, receive, send))
+    assert sent == []
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
