@@ -48,6 +48,8 @@ from sqlalchemy.engine import make_url
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from harness import percentile  # noqa: E402
+
 from tests.fixtures.databases import (  # noqa: E402
     create_database,
     drop_database,
@@ -67,12 +69,6 @@ than it would sharpen the figure."""
 MODEL = "churn"
 POOL_SIZE = 4
 REGISTRIES = 2
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[index]
 
 
 @dataclass
@@ -202,7 +198,12 @@ def run(isolation: bool, keep_logs: bool) -> dict[str, Any]:
         promote(apis[0], 1)
         version = 1
         serving: list[ServiceProcess] = []
-        stack.callback(lambda: [p.stop() for p in serving])
+
+        def stop_serving() -> None:
+            for process in serving:
+                process.stop()
+
+        stack.callback(stop_serving)
         for count, promotions in STAGES:
             began = time.monotonic()
             serving += start_serving(
