@@ -33,6 +33,7 @@ from tests.fixtures.storage_state import (
     referenced_digests,
     version_count,
 )
+from tests.fixtures.waiting import eventually
 
 MiB = 1024 * 1024
 PART = 5 * MiB
@@ -229,14 +230,6 @@ class SlowUpload:
         self._thread.join(timeout=30)
 
 
-def wait_for(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
 def registry_env(backend: Backend) -> dict[str, str]:
     return {
         "BERTH_DATABASE_URL": backend.database_url,
@@ -269,9 +262,10 @@ def test_sigkill_mid_upload_leaves_no_row_without_object_and_gc_removes_the_orph
 
             with SlowUpload(service.url + "/api/v1/models/churn/versions") as slow:
                 # Kill only once whole parts of the artifact are really in the store.
-                wait_for(
+                eventually(
                     lambda: bytes_in_flight(store) >= PART,
-                    timeout=60,
+                    within=60,
+                    every=0.05,
                     what="the upload's first part to reach the store",
                 )
                 assert slow.outcome is None, f"the upload ended early: {slow.outcome!r}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,12 +77,3 @@ def start_serving() -> Iterator[Callable[..., RunningServing]]:
     yield start
     for server in servers:
         server.__exit__(None, None, None)
-
-
-def wait_for(probe: Callable[[], bool], *, within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if probe():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"not true within {within} s")

@@ -30,7 +30,8 @@ from sklearn.linear_model import LinearRegression
 
 from registry.schemas import Role
 from tests.conftest import Backend, RunningRegistry, make_settings, run_registry
-from tests.security.conftest import RunningServing, make_token, wait_for
+from tests.fixtures.waiting import eventually
+from tests.security.conftest import RunningServing, make_token
 
 CANARY = f"berth-canary-{uuid.uuid4().hex}"
 
@@ -212,13 +213,14 @@ def target(
         assert api.put("/replicas/r1", json={"position": 0}).status_code == 200
         serving = start_serving(registry, registry_token=reader, auth=True)
         with serving.client(reader) as client:
-            wait_for(
+            eventually(
                 lambda: (
                     client.post(
                         "/models/churn/predict", json={"inputs": [[1, 2, 3, 4]]}
                     ).status_code
                     == 200
-                )
+                ),
+                within=30,
             )
         yield Target(registry, serving, admin, reader, data_dir, store)
 

@@ -12,8 +12,9 @@ from serving.errors import MalformedBody, PayloadTooLarge
 from serving.limits import MAX_DEPTH, MAX_ITEMS, check_json
 from tests.conftest import Backend, RunningRegistry, make_settings, run_registry
 from tests.fixtures.factories import joblib_bytes, linear_model, promote, upload_ok
+from tests.fixtures.waiting import eventually
 from tests.registry.test_models_api import assert_error
-from tests.security.conftest import RunningServing, wait_for
+from tests.security.conftest import RunningServing
 
 LIMIT = 4096
 
@@ -81,7 +82,9 @@ def test_predict_refuses_deep_nesting_and_huge_arrays(
     promote(open_registry.api, "churn", 1)
     serving = start_serving(open_registry, auth=False)
     with serving.client() as client:
-        wait_for(lambda: client.post("/models/churn/predict", json=ROW).status_code == 200)
+        eventually(
+            lambda: client.post("/models/churn/predict", json=ROW).status_code == 200, within=30
+        )
         for inputs, status, code in (
             ("[" * 40 + "]" * 40, 400, "malformed_body"),
             ("[" * 100_000 + "]" * 100_000, 400, "malformed_body"),

@@ -12,7 +12,8 @@ from tritonclient.utils import InferenceServerException
 from registry.schemas import Role
 from tests.conftest import RunningRegistry
 from tests.fixtures.factories import joblib_bytes, linear_model, promote, upload_ok
-from tests.security.conftest import RunningServing, make_token, wait_for
+from tests.fixtures.waiting import eventually
+from tests.security.conftest import RunningServing, make_token
 
 ROW = [0.1, 0.2, 0.3, 0.4]
 V2 = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", "data": ROW}]}
@@ -37,7 +38,7 @@ def stack(
         with serving.client(tokens["reader"]) as client:
             return client.post("/v2/models/churn/infer", json=V2).status_code == 200
 
-    wait_for(ready)
+    eventually(ready, within=30)
     return serving, tokens
 
 

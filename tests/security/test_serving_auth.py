@@ -18,8 +18,9 @@ from serving.config import ServingSettings
 from serving.errors import RegistryUnavailable, Unauthenticated
 from tests.conftest import RunningRegistry
 from tests.fixtures.factories import joblib_bytes, linear_model, promote, upload_ok
+from tests.fixtures.waiting import eventually
 from tests.registry.test_models_api import assert_error
-from tests.security.conftest import RunningServing, make_token, wait_for
+from tests.security.conftest import RunningServing, make_token
 
 ROW = {"inputs": [[0.1, 0.2, 0.3, 0.4]]}
 
@@ -46,7 +47,7 @@ def stack(
     serving = start_serving(
         registry, registry_token=tokens["reader"], auth=True, token_cache_seconds=0.5
     )
-    wait_for(_predict_ready(serving, tokens["reader"]))
+    eventually(_predict_ready(serving, tokens["reader"]), within=30)
     return registry, serving, tokens
 
 
@@ -105,7 +106,9 @@ def test_anonymous_predict_opens_predict_only(
     promote(publisher, "churn", 1)
     serving = start_serving(registry, registry_token=reader, auth=True, anonymous_predict=True)
     with serving.client() as anonymous:
-        wait_for(lambda: anonymous.post("/models/churn/predict", json=ROW).status_code == 200)
+        eventually(
+            lambda: anonymous.post("/models/churn/predict", json=ROW).status_code == 200, within=30
+        )
         assert_error(anonymous.get("/status"), 401, "unauthenticated")
 
 
@@ -256,7 +259,7 @@ def test_serving_reads_its_registry_token_from_a_mounted_file(
     token_file.write_text(reader + "\n")
     serving = start_serving(registry, registry_token_file=token_file, auth=True)
     # Routing and loading both call the secured registry: an answer proves the file was used.
-    wait_for(_predict_ready(serving, reader))
+    eventually(_predict_ready(serving, reader), within=30)
 
 
 def test_token_file_settings_are_checked_at_start(tmp_path: Path) -> None:

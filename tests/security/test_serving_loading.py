@@ -18,7 +18,8 @@ from serving.loader import Loader, LoaderOptions
 from serving.registry_client import RegistryClient
 from tests.conftest import RunningRegistry, make_settings, run_registry
 from tests.fixtures.factories import promote, signature_for, upload_ok
-from tests.security.conftest import RunningServing, wait_for
+from tests.fixtures.waiting import eventually
+from tests.security.conftest import RunningServing
 from tests.security.corpus import honest_zoo, hostile_corpus
 from tests.serving.fakes import FakeRegistry
 
@@ -181,7 +182,7 @@ def test_the_honest_zoo_is_served_correctly_with_isolated_loading(
             routed = {a["model"] for a in status["aliases"] if a["revision"] is not None}
             return loaded == routed == {case.name for case in zoo}
 
-        wait_for(all_loaded, within=120)
+        eventually(all_loaded, within=120)
         for case in zoo:
             rows = case.inputs[10:20]
             answer = client.post(f"/models/{case.name}/predict", json={"inputs": rows.tolist()})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -12,22 +11,11 @@ import pytest
 from serving.config import ServingSettings
 from serving.main import Runtime, create_app
 from tests.fixtures.servers import LiveServer
+from tests.fixtures.waiting import eventually as eventually  # the serving tests' import
 from tests.serving.factories import artifact, metadata, regressor
 from tests.serving.fakes import FakeRegistry
 
 T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T | None], *, within: float = 10.0, every: float = 0.02) -> T:
-    """Poll until `probe` returns something truthy; fail with the last value past the deadline."""
-    deadline = time.monotonic() + within
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"condition not met within {within} s (last: {last!r})")
 
 
 def serving_settings(**overrides: Any) -> ServingSettings:
