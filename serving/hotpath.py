@@ -101,6 +101,8 @@ class CatchUnexpected:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:
+            return  # as on the short way: nobody to answer, nothing to log
         except Exception:
             if started:
                 raise

@@ -204,9 +204,9 @@ class PredictLog:
         Asked on every line (about a microsecond), not cached: a handler added later (a test's
         capture, an operator's configuration) must see every line from then on.
         """
-        node: logging.Logger | None = self._log
-        if node is None or node.filters:
+        if self._log.filters:
             return None
+        node: logging.Logger | None = self._log
         found: JsonLinesHandler | None = None
         while node is not None:
             for handler in node.handlers:

@@ -120,10 +120,17 @@ def test_only_post_routes_may_take_the_short_way() -> None:
         app.take_short_way([Route("/x", endpoint, methods=["GET"])])
 
 
+@pytest.mark.parametrize("way", ["short", "full stack (tracing on)"])
 def test_a_caller_gone_before_its_body_arrived_gets_no_answer_and_no_error_log(
-    two_versions: FakeRegistry, caplog: pytest.LogCaptureFixture
+    two_versions: FakeRegistry, caplog: pytest.LogCaptureFixture, way: str
 ) -> None:
-    app = create_app(serving_settings(), transport=httpx.ASGITransport(two_versions.app))
+    provider = TracerProvider() if way != "short" else None
+    app = create_app(
+        serving_settings(),
+        transport=httpx.ASGITransport(two_versions.app),
+        tracer_provider=provider,
+    )
+    assert bool(app.hot_routes) is (provider is None)
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
