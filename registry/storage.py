@@ -323,8 +323,9 @@ class S3Store(ArtifactStore):
         config = Config(
             connect_timeout=timeout,
             # Per socket read, not per transfer: a part that takes long to send is not cut off,
-            # but a store that accepts the connection and then says nothing fails in seconds.
-            read_timeout=max(timeout * 3, 10.0),
+            # but a store that accepts the connection and then says nothing fails in seconds
+            # (two attempts: at most about 4x the timeout in all).
+            read_timeout=timeout * 2,
             retries={"max_attempts": 2, "mode": "standard"},
             # Newer botocore adds CRC checksums by default; many S3-compatible stores reject them.
             request_checksum_calculation="when_required",

@@ -60,18 +60,35 @@ def timed(call: Callable[[], httpx.Response]) -> tuple[httpx.Response, float]:
 # --- S3 unreachable -------------------------------------------------------------------------
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
+def silent_server() -> Iterator[int]:
+    """A port that accepts TCP connections and then never says a word, like a hung server."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield int(sock.getsockname()[1])
+
+
+@pytest.fixture(params=["closed-port", "silent-server"])
 def s3_down_registry(
-    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest,
+    postgres_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[RunningRegistry]:
-    """A registry on a real database whose S3 endpoint is a closed port."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    """A registry on a real database whose S3 endpoint is a closed port, or a hung server."""
+    if request.param == "closed-port":
+        port = free_port()
+    else:
+        port = request.getfixturevalue("silent_server")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "berth-test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "berth-test-secret")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     backend = Backend("postgres+dead-s3", postgres_url, "s3://berth-unreachable/artifacts")
-    settings = make_settings(backend, tmp_path, storage_timeout_seconds=2.0, upload_part_bytes=PART)
+    # 1 s: the silent server costs two attempts of a read timeout of twice this.
+    settings = make_settings(backend, tmp_path, storage_timeout_seconds=1.0, upload_part_bytes=PART)
     yield from run_registry(settings)
 
 
@@ -104,15 +121,6 @@ def test_s3_unreachable_readiness_names_the_store(s3_down_registry: RunningRegis
 
 
 # --- database unreachable -------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def silent_server() -> Iterator[int]:
-    """A port that accepts TCP connections and then never says a word, like a hung server."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)
-        yield int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module", params=["closed-port", "silent-server"])
