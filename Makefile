@@ -77,7 +77,8 @@ bench-fanout: $(STAMP)
 # (about a minute); prints the counts and fails on any server error, off-schema answer or
 # authentication bypass. `make test` runs a short version (tests/security/test_fuzz.py).
 fuzz: $(STAMP)
-	$(BIN)/python -m tests.security.fuzzing --examples 60
+	$(BIN)/python -m tests.security.fuzzing --examples 60 --min-cases 3000 \
+		--json bench/results/fuzz-latest.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -301,6 +301,14 @@ def fuzz_both(examples: int) -> list[Tally]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.security.fuzzing", description=__doc__)
     parser.add_argument("--examples", type=int, default=60, help="per operation and mode")
+    parser.add_argument(
+        "--min-cases",
+        type=int,
+        default=0,
+        help="fail unless at least this many cases ran: a generator that silently gave up "
+        "would otherwise pass on a fraction of the run",
+    )
+    parser.add_argument("--json", type=Path, help="also write the counts here")
     args = parser.parse_args(argv)
     tallies = fuzz_both(args.examples)
     for tally in tallies:
@@ -314,6 +322,23 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  [{title}] {finding}")
     total = sum(t.cases + t.auth_cases for t in tallies)
     print(f"total: {total} cases")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        counts = {
+            t.app: {
+                "cases": t.cases,
+                "auth_cases": t.auth_cases,
+                "statuses": {str(k): v for k, v in sorted(t.statuses.items())},
+                "server_errors": len(t.server_errors),
+                "outside_schema": len(t.outside_schema),
+                "bypasses": len(t.bypasses),
+            }
+            for t in tallies
+        }
+        args.json.write_text(json.dumps({"total": total, "apps": counts}, indent=2) + "\n")
+    if total < args.min_cases:
+        print(f"too few cases: {total} < --min-cases {args.min_cases}")
+        return 1
     return 0 if all(t.clean for t in tallies) else 1
 
 
