@@ -257,6 +257,29 @@ def test_a_version_that_fails_to_load_never_takes_traffic(
     assert stage in pinned.json()["message"]
 
 
+def test_pinned_requests_for_a_broken_or_missing_version_do_not_load_it_each_time(
+    two_versions: FakeRegistry, start_serving: Start
+) -> None:
+    bad = push(two_versions, regressor(offset=3))
+    two_versions.corrupt("churn", bad)
+    client = start_serving()
+    eventually(lambda: ready(client))
+    for version, status in ((bad, 503), (9, 404)):
+        answers = [
+            client.post(f"/models/churn/versions/{version}/predict", json={"input": row()})
+            for _ in range(10)
+        ]
+        assert {a.status_code for a in answers} == {status}
+        assert all(a.json() == answers[0].json() for a in answers)
+        asked = [
+            s for s in two_versions.seen if s.path == f"/api/v1/models/churn/versions/{version}"
+        ]
+        assert len(asked) == 1, version
+    assert two_versions.downloads[("churn", bad)] == 1
+    failures = client.get("/status").json()["failures"]
+    assert [(f["version"], f["stage"]) for f in failures] == [(bad, "digest")]
+
+
 def test_sticky_ab_split_by_routing_key(two_versions: FakeRegistry, start_serving: Start) -> None:
     two_versions.set_alias("churn", "production", variants=[(1, 50), (2, 50)])
     client = start_serving()
