@@ -74,8 +74,8 @@ class NotFound(ServingError):
 class ModelNotFound(NotFound):
     code = "model_not_found"
 
-    def __init__(self, name: str) -> None:
-        super().__init__(f"model '{name}' does not exist", detail={"model": name})
+    def __init__(self, name: str, *, message: str | None = None) -> None:
+        super().__init__(message or f"model '{name}' does not exist", detail={"model": name})
 
 
 class VersionNotFound(NotFound):

@@ -215,13 +215,7 @@ class PredictService:
             with self._spans.start("berth.route", name, alias) as span:
                 route = self._router.table.get((name, alias))
                 if route is None:
-                    reason = self._router.pending.get((name, alias))
-                    if reason is not None:
-                        raise ModelUnavailable(
-                            f"alias '{alias}' of model '{name}' has no loaded version: {reason}",
-                            detail={"model": name, "alias": alias},
-                        )
-                    raise AliasNotFound(name, alias)
+                    raise self.no_route(name, alias)
                 model = route.pick(routing_key)
                 if span is not None:
                     span.set_attribute("berth.model_version", model.version)
@@ -245,6 +239,19 @@ class PredictService:
             raise
         self._done(endpoint, started)
         return answer
+
+    def no_route(self, name: str, alias: str) -> ServingError:
+        """Why an alias has no route: its versions are not loaded (yet), or there is no such
+        alias, or no alias of that model at all (then the model is what the answer names)."""
+        reason = self._router.pending.get((name, alias))
+        if reason is not None:
+            return ModelUnavailable(
+                f"alias '{alias}' of model '{name}' has no loaded version: {reason}",
+                detail={"model": name, "alias": alias},
+            )
+        if self._router.knows_model(name):
+            return AliasNotFound(name, alias)
+        return ModelNotFound(name, message=f"model '{name}' does not exist or has no aliases")
 
     async def infer_version(
         self, name: str, version: int, request: P, *, decode: Decode[P], encode: Encode[P, T]

@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from serving.errors import AliasNotFound
+from serving.errors import ModelNotFound
 from serving.main import create_app
 from serving.observability import (
     ACCESS_LOGGER,
@@ -133,7 +133,7 @@ def test_every_predict_logs_one_json_line_with_request_model_version_and_alias(
         )
         assert line["duration_ms"] >= 0
         assert ("error" in line) is (status != 200)
-    assert lines[-1]["error"] == "alias_not_found"
+    assert lines[-1]["error"] == "model_not_found"
     assert lines[-2]["error"] == "invalid_tensor"
     assert lines[-3]["error"] == "feature_count_mismatch"
     metrics = serving.get("/metrics").text
@@ -342,7 +342,7 @@ def test_a_refused_request_marks_its_span_as_an_error(
     (route,) = by_name(spans, "berth.route")
     assert not route.status.is_ok
     assert route.events[0].attributes is not None
-    assert route.events[0].attributes["exception.type"].endswith(AliasNotFound.__name__)
+    assert route.events[0].attributes["exception.type"].endswith(ModelNotFound.__name__)
 
 
 @pytest.mark.parametrize(
