@@ -4,14 +4,20 @@
 - A failed load leaves no entry: the next request tries again.
 - Versions behind an alias are *held* and never evicted; the others (pinned requests, versions an
   alias moved away from) live in an LRU of at most `max_unheld` entries.
+
+`Refusals` is the other side: the errors of versions that did not load, remembered for a while,
+so that whoever asks again is answered without another download. `ModelCache` keeps none of
+them: the follower, which loads through it too, has its own retry policy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 
+from serving.errors import ServingError
 from serving.loader import LoadedModel
 
 VersionKey = tuple[str, int]
@@ -127,3 +133,38 @@ class ModelCache:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class Refusals:
+    """Errors by version, each answered again until its own expiry; at most `size`, LRU.
+
+    Bounded in entries, not only in time: version numbers come from URLs, and each distinct one
+    the registry lacks would otherwise be an entry.
+    """
+
+    def __init__(self, *, size: int = 1024, clock: Callable[[], float] = time.monotonic) -> None:
+        self._size = size
+        self._clock = clock
+        self._entries: OrderedDict[VersionKey, tuple[float, ServingError]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: VersionKey) -> ServingError | None:
+        """A fresh copy of the error remembered for `key` to raise, or None once expired."""
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        until, error = found
+        if self._clock() >= until:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return error.replay()
+
+    def remember(self, key: VersionKey, error: ServingError, *, seconds: float) -> None:
+        """Answer `key` with `error` for the next `seconds`, dropping the least recently used."""
+        self._entries[key] = (self._clock() + seconds, error.replay())
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)

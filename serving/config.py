@@ -87,7 +87,8 @@ class ServingSettings(BaseSettings):
     failed_retry_seconds: float = Field(
         default=300.0,
         gt=0,
-        description="When to try again a version whose digest, load or example failed. Versions "
+        description="When to try again a version whose digest, load or example failed, for an "
+        "alias or a pinned request alike. Versions "
         "are immutable, so this only helps after an operator repaired the store.",
     )
     registry_timeout_seconds: float = Field(

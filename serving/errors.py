@@ -7,7 +7,7 @@ the API layer translates errors into responses, the registry client translates h
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 LoadStage = Literal["download", "digest", "inspect", "load", "example", "other"]
 """Where loading a version failed; the same words as `registry.schemas.LoadFailure.stage`."""
@@ -22,6 +22,18 @@ class ServingError(Exception):
         super().__init__(message)
         self.message = message
         self.detail = detail
+
+    def replay(self) -> Self:
+        """The same error (class, message, detail, attributes), without its traceback or cause.
+
+        For answering again with an error remembered from an earlier request: raising the
+        remembered one itself would grow its traceback on every request and keep the frames it
+        was raised from, and everything they hold, alive.
+        """
+        twin = type(self).__new__(type(self))
+        twin.__dict__.update(self.__dict__)
+        twin.args = self.args
+        return twin
 
 
 # 400
@@ -62,8 +74,8 @@ class NotFound(ServingError):
 class ModelNotFound(NotFound):
     code = "model_not_found"
 
-    def __init__(self, name: str) -> None:
-        super().__init__(f"model '{name}' does not exist", detail={"model": name})
+    def __init__(self, name: str, *, message: str | None = None) -> None:
+        super().__init__(message or f"model '{name}' does not exist", detail={"model": name})
 
 
 class VersionNotFound(NotFound):

@@ -137,6 +137,7 @@ class Runtime:
             default_alias=settings.default_alias,
             inline_max_rows=settings.inline_predict_max_rows,
             spans=self.spans,
+            failed_retry_seconds=settings.failed_retry_seconds,
             batcher=(
                 Batcher(
                     max_rows=settings.batch_max_rows,

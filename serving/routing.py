@@ -112,3 +112,7 @@ class Router(Generic[T]):
     table: Mapping[AliasKey, Route[T]] = field(default_factory=dict)
     pending: Mapping[AliasKey, str] = field(default_factory=dict)
     """Aliases the registry has but this replica cannot serve yet, with the reason (for errors)."""
+
+    def knows_model(self, model: str) -> bool:
+        """Whether any alias of `model` routes here or waits to; a scan, for error answers only."""
+        return any(m == model for m, _ in self.table) or any(m == model for m, _ in self.pending)

@@ -1,7 +1,8 @@
 """The predict path: resolve the version, parse the body, call the model, encode the answer.
 
 It touches only memory: the routing table (one reference read per request), the model cache,
-and counters. The registry is called only to load a pinned version on its first use.
+and counters. The registry is called only to load a pinned version on its first use; a version
+that failed for good, or that the registry lacks, is refused from memory for a while after.
 
 Every protocol (Berth's own JSON, the Open Inference Protocol, KServe V1, MLflow's scoring
 bodies) runs through `infer_alias` / `infer_version` with its own `decode` and `encode`, so
@@ -24,13 +25,14 @@ import numpy as np
 
 from registry.schemas import NAME_PATTERN
 from serving.batching import Batcher, call_all
-from serving.cache import ModelCache
+from serving.cache import ModelCache, Refusals
 from serving.errors import (
     AliasNotFound,
     LoadFailed,
     MalformedBody,
     ModelNotFound,
     ModelUnavailable,
+    NotFound,
     PredictionFailed,
     PredictionRejected,
     ServingError,
@@ -49,6 +51,10 @@ logger = logging.getLogger(__name__)
 
 MAX_VERSION = 2**31 - 1
 """The largest version number the registry's contract allows (`registry.schemas.VersionNumber`)."""
+
+NOT_FOUND_SECONDS = 5.0
+"""How long a pinned version the registry lacks is refused from memory: briefly, since it may
+be uploaded at any moment, but long enough that a client retrying in a loop is not a load each."""
 
 _NAME = re.compile(NAME_PATTERN)
 
@@ -125,6 +131,8 @@ class PredictService:
         log: PredictLog | None = None,
         spans: Spans | None = None,
         batcher: Batcher | None = None,
+        failed_retry_seconds: float = 300.0,
+        refusals: Refusals | None = None,
     ) -> None:
         self._router = router
         self._cache = cache
@@ -135,6 +143,8 @@ class PredictService:
         self._log = log or PredictLog()
         self._spans = spans or Spans(None)
         self._batcher = batcher
+        self._failed_retry_seconds = failed_retry_seconds
+        self._refusals = refusals if refusals is not None else Refusals()
         self._endpoints: dict[tuple[str, int, str | None], Endpoint] = {}
 
     @property
@@ -205,13 +215,7 @@ class PredictService:
             with self._spans.start("berth.route", name, alias) as span:
                 route = self._router.table.get((name, alias))
                 if route is None:
-                    reason = self._router.pending.get((name, alias))
-                    if reason is not None:
-                        raise ModelUnavailable(
-                            f"alias '{alias}' of model '{name}' has no loaded version: {reason}",
-                            detail={"model": name, "alias": alias},
-                        )
-                    raise AliasNotFound(name, alias)
+                    raise self.no_route(name, alias)
                 model = route.pick(routing_key)
                 if span is not None:
                     span.set_attribute("berth.model_version", model.version)
@@ -236,6 +240,19 @@ class PredictService:
         self._done(endpoint, started)
         return answer
 
+    def no_route(self, name: str, alias: str) -> ServingError:
+        """Why an alias has no route: its versions are not loaded (yet), or there is no such
+        alias, or no alias of that model at all (then the model is what the answer names)."""
+        reason = self._router.pending.get((name, alias))
+        if reason is not None:
+            return ModelUnavailable(
+                f"alias '{alias}' of model '{name}' has no loaded version: {reason}",
+                detail={"model": name, "alias": alias},
+            )
+        if self._router.knows_model(name):
+            return AliasNotFound(name, alias)
+        return ModelNotFound(name, message=f"model '{name}' does not exist or has no aliases")
+
     async def infer_version(
         self, name: str, version: int, request: P, *, decode: Decode[P], encode: Encode[P, T]
     ) -> T:
@@ -259,7 +276,14 @@ class PredictService:
         return answer
 
     async def resolve_version(self, name: str, version: int) -> LoadedModel:
-        """The pinned version, loaded first if needed; `ModelNotFound` / `VersionNotFound`."""
+        """The pinned version, loaded first if needed; `ModelNotFound` / `VersionNotFound`.
+
+        A load that failed for good is answered again from memory for `failed_retry_seconds`
+        (versions are immutable: the same bytes fail the same way), a version the registry lacks
+        for `NOT_FOUND_SECONDS`; each would otherwise be a download, and a record in the failure
+        log pushing the aliases' own failures out of it, per request. Transient failures (the
+        registry or its store down) are tried again on the next request.
+        """
         model = self._cache.get(name, version)
         if model is None:
             if not _NAME.match(name):
@@ -268,7 +292,19 @@ class PredictService:
             # load failure, and the heartbeat carrying that failure would then be refused.
             if not 1 <= version <= MAX_VERSION:
                 raise VersionNotFound(name, version)
-            model = await self._cache.get_or_load(name, version)
+            key = (name, version)
+            refused = self._refusals.get(key)
+            if refused is not None:
+                raise refused
+            try:
+                model = await self._cache.get_or_load(name, version)
+            except LoadFailed as exc:
+                if not exc.transient:
+                    self._refusals.remember(key, exc, seconds=self._failed_retry_seconds)
+                raise
+            except NotFound as exc:
+                self._refusals.remember(key, exc, seconds=NOT_FOUND_SECONDS)
+                raise
         return model
 
     def _done(self, endpoint: Endpoint, started: float) -> None:

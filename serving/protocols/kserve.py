@@ -20,7 +20,7 @@ from starlette.routing import Route
 from registry.schemas import Role
 from serving.api import ROUTING_KEY_HEADER, read_body
 from serving.auth import declare
-from serving.errors import AliasNotFound, ServingError
+from serving.errors import ServingError
 from serving.protocols.common import Guard, encode_predictions, error_response, open_door
 from serving.protocols.schemas import ModelReadyOut, ModelsOut, V1Error
 from serving.service import PredictService, decode_json
@@ -98,6 +98,6 @@ def router(service: PredictService, *, guard: Guard = open_door) -> APIRouter:
             return JSONResponse(body)
         if key in service.router.pending:
             return JSONResponse(body, status_code=503)
-        return v1_error(AliasNotFound(name, service.default_alias))
+        return v1_error(service.no_route(name, service.default_alias))
 
     return api

@@ -166,9 +166,15 @@ def _json_data(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> n
             detail={"input": name, "datatype": datatype},
         )
     if datatype == "BYTES":
-        return np.array([s.encode() for s in parsed.reshape(-1).tolist()], dtype=object).reshape(
-            shape
-        )
+        # numpy turns ["a", 1] into ["a", "1"]: the elements as sent are what must be strings.
+        texts = np.asarray(data, dtype=object).reshape(-1).tolist()
+        for i, text in enumerate(texts):
+            if type(text) is not str:
+                raise InvalidTensor(
+                    f"{where}: BYTES data must be strings; element {i} is {json.dumps(text)[:40]}",
+                    detail={"input": name, "datatype": datatype, "element": i},
+                )
+        return np.array([t.encode() for t in texts], dtype=object).reshape(shape)
     target = NUMPY[datatype]
     if target.kind in "iu" and count:
         info = np.iinfo(target)
@@ -459,10 +465,29 @@ def datatype_of(array: np.ndarray[Any, Any]) -> str:
     return "BYTES"
 
 
-def _json_elements(array: np.ndarray[Any, Any], datatype: str) -> bytes:
+def _json_text(value: Any, output: str) -> str:
+    """One BYTES element as JSON text: bytes as the UTF-8 they hold, anything else as `str`."""
+    if not isinstance(value, bytes):
+        return str(value)
+    try:
+        return value.decode()
+    except UnicodeDecodeError as exc:
+        # A JSON string holds text, not bytes (Triton would copy them in raw, making the body
+        # invalid JSON); the binary extension carries any bytes, so that is the way to ask.
+        raise UnsupportedOutput(
+            f"output '{output}' holds bytes that are not UTF-8 text ({exc.reason} at byte "
+            f"{exc.start}), which JSON cannot carry: ask for it as binary data "
+            '(`"parameters": {"binary_data": true}`)',
+            detail={"output": output},
+        ) from exc
+
+
+def _json_elements(array: np.ndarray[Any, Any], datatype: str, output: str) -> bytes:
     flat = array.reshape(-1)
     if datatype == "BYTES":
-        return json.dumps([str(v) for v in flat.tolist()]).encode()
+        return json.dumps(
+            [v if type(v) is str else _json_text(v, output) for v in flat.tolist()]
+        ).encode()
     text = json.dumps(flat.tolist())
     if array.dtype.kind == "f" and ("NaN" in text or "Infinity" in text):
         # JSON has no spelling for them; clients read null as NaN into a float array.
@@ -518,7 +543,7 @@ def encode_response(
             blobs.append(blob)
             parts.append(b', "parameters": {"binary_data_size": ' + str(len(blob)).encode() + b"}}")
         else:
-            parts.append(b', "data": ' + _json_elements(array, datatype) + b"}")
+            parts.append(b', "data": ' + _json_elements(array, datatype, name) + b"}")
     parts.append(b"]}")
     header = b"".join(parts)
     if not blobs:

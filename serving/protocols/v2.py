@@ -29,7 +29,7 @@ from starlette.routing import Route
 from registry.schemas import Role
 from serving.api import ROUTING_KEY_HEADER, read_body
 from serving.auth import PUBLIC, declare
-from serving.errors import AliasNotFound, BadRequest, ModelUnavailable, ServingError, status_of
+from serving.errors import BadRequest, ModelUnavailable, ServingError, status_of
 from serving.loader import LoadedModel
 from serving.protocols.common import Guard, error_response, open_door
 from serving.protocols.schemas import (
@@ -245,12 +245,7 @@ def _versions_router(runtime: Runtime, guard: Guard) -> APIRouter:
         alias = service.default_alias
         route = service.router.table.get((name, alias))
         if route is None:
-            reason = service.router.pending.get((name, alias))
-            if reason is not None:
-                raise ModelUnavailable(
-                    f"alias '{alias}' of model '{name}' has no loaded version: {reason}"
-                )
-            raise AliasNotFound(name, alias)
+            raise service.no_route(name, alias)
         if routing_key is not None:
             return route.pick(routing_key), alias
         # Without a key, describe the variant most requests land on (ties: the newest).

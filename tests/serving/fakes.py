@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -326,13 +327,19 @@ class FakeRegistry:
 
 
 class FakeSource:
-    """The loader's view of the registry, over a FakeRegistry's state, without HTTP."""
+    """The loader's view of the registry, over a FakeRegistry's state, without HTTP.
+
+    Counts what it is asked: `lookups` (one per load attempt) and `downloads`, per version.
+    """
 
     def __init__(self, registry: FakeRegistry) -> None:
         self.registry = registry
         self.outage = False
+        self.lookups: Counter[tuple[str, int]] = Counter()
+        self.downloads: Counter[tuple[str, int]] = Counter()
 
     async def version(self, name: str, version: int) -> VersionOut:
+        self.lookups[(name, version)] += 1
         found = self.registry.versions.get((name, version))
         if found is None:
             raise VersionNotFound(name, version)
@@ -341,6 +348,7 @@ class FakeSource:
     async def download(
         self, name: str, version: int, dest: Path, *, max_bytes: int, file: str = "artifact"
     ) -> tuple[str, int]:
+        self.downloads[(name, version)] += 1
         if self.outage:
             raise RegistryUnavailable("storage is down")
         data = self.registry.blobs[self.registry.file_digest(name, version, file)]

@@ -99,7 +99,10 @@ def test_unknown_model_version_and_alias_are_404_naming_them(
     client = start_serving()
     eventually(lambda: ready(client))
     cases = {
-        "/models/nope/predict": ("alias_not_found", "model 'nope' has no alias 'production'"),
+        "/models/nope/predict": (
+            "model_not_found",
+            "model 'nope' does not exist or has no aliases",
+        ),
         "/models/churn/aliases/canary/predict": (
             "alias_not_found",
             "model 'churn' has no alias 'canary'",
@@ -123,7 +126,11 @@ def test_unknown_model_version_and_alias_are_404_naming_them(
     assert 'alias="canary"' not in metrics
     assert (
         'berth_serving_request_errors_total{alias="",error="alias_not_found",model_name="",'
-        'model_version=""} 2.0'
+        'model_version=""} 1.0'
+    ) in metrics
+    assert (
+        'berth_serving_request_errors_total{alias="",error="model_not_found",model_name="",'
+        'model_version=""} 3.0'
     ) in metrics
     # A path that is not a route at all answers in the same shape.
     missing = client.get("/nothing/here")
@@ -132,6 +139,42 @@ def test_unknown_model_version_and_alias_are_404_naming_them(
     wrong_method = client.get("/models/churn/predict")
     assert wrong_method.status_code == 405
     assert wrong_method.json()["error"] == "method_not_allowed"
+
+
+def message(response: httpx.Response) -> str:
+    """The message of any protocol's error body: Berth's and MLflow's, or the OIP's and KServe's."""
+    body = response.json()
+    text: str = body.get("message") or body["error"]
+    return text
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/models/{}/predict"),
+        ("POST", "/v2/models/{}/infer"),
+        ("GET", "/v2/models/{}"),
+        ("GET", "/v2/models/{}/ready"),
+        ("POST", "/v1/models/{}:predict"),
+        ("GET", "/v1/models/{}"),
+        ("POST", "/models/{}/invocations"),
+    ],
+)
+def test_every_protocol_names_an_unknown_model_and_a_missing_alias_of_a_known_one(
+    fake: FakeRegistry, start_serving: Start, method: str, path: str
+) -> None:
+    push(fake, regressor())
+    fake.set_alias("churn", "staging", 1)  # churn is known, but has no default alias
+    client = start_serving()
+    eventually(lambda: ready(client))
+    eventually(lambda: ("churn", "staging") in runtime(client).router.table)
+    body = {"inputs": [row()]} if method == "POST" else None
+    unknown = client.request(method, path.format("nope"), json=body)
+    assert unknown.status_code == 404
+    assert message(unknown) == "model 'nope' does not exist or has no aliases"
+    no_alias = client.request(method, path.format("churn"), json=body)
+    assert no_alias.status_code == 404
+    assert message(no_alias) == "model 'churn' has no alias 'production'"
 
 
 @pytest.mark.parametrize(
@@ -255,6 +298,29 @@ def test_a_version_that_fails_to_load_never_takes_traffic(
     assert pinned.status_code == 503
     assert pinned.json()["error"] == "load_failed"
     assert stage in pinned.json()["message"]
+
+
+def test_pinned_requests_for_a_broken_or_missing_version_do_not_load_it_each_time(
+    two_versions: FakeRegistry, start_serving: Start
+) -> None:
+    bad = push(two_versions, regressor(offset=3))
+    two_versions.corrupt("churn", bad)
+    client = start_serving()
+    eventually(lambda: ready(client))
+    for version, status in ((bad, 503), (9, 404)):
+        answers = [
+            client.post(f"/models/churn/versions/{version}/predict", json={"input": row()})
+            for _ in range(10)
+        ]
+        assert {a.status_code for a in answers} == {status}
+        assert all(a.json() == answers[0].json() for a in answers)
+        asked = [
+            s for s in two_versions.seen if s.path == f"/api/v1/models/churn/versions/{version}"
+        ]
+        assert len(asked) == 1, version
+    assert two_versions.downloads[("churn", bad)] == 1
+    failures = client.get("/status").json()["failures"]
+    assert [(f["version"], f["stage"]) for f in failures] == [(bad, "digest")]
 
 
 def test_sticky_ab_split_by_routing_key(two_versions: FakeRegistry, start_serving: Start) -> None:

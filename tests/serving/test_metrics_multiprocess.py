@@ -93,7 +93,7 @@ def test_two_processes_sharing_a_metrics_dir_report_the_sum(
                 model_name="",
                 model_version="",
                 alias="",
-                error="alias_not_found",
+                error="model_not_found",
             )
             assert errors == 1.0
             # Set by each worker every few seconds, summed over the live ones.

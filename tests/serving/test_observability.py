@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import io
 import json
 import logging
@@ -13,12 +14,18 @@ from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
-from serving.errors import AliasNotFound
-from serving.main import create_app
+from serving.errors import ModelNotFound
+from serving.main import app_from_environment, create_app
 from serving.observability import (
     ACCESS_LOGGER,
     REQUEST_ID,
@@ -133,7 +140,7 @@ def test_every_predict_logs_one_json_line_with_request_model_version_and_alias(
         )
         assert line["duration_ms"] >= 0
         assert ("error" in line) is (status != 200)
-    assert lines[-1]["error"] == "alias_not_found"
+    assert lines[-1]["error"] == "model_not_found"
     assert lines[-2]["error"] == "invalid_tensor"
     assert lines[-3]["error"] == "feature_count_mismatch"
     metrics = serving.get("/metrics").text
@@ -342,7 +349,98 @@ def test_a_refused_request_marks_its_span_as_an_error(
     (route,) = by_name(spans, "berth.route")
     assert not route.status.is_ok
     assert route.events[0].attributes is not None
-    assert route.events[0].attributes["exception.type"].endswith(AliasNotFound.__name__)
+    assert route.events[0].attributes["exception.type"].endswith(ModelNotFound.__name__)
+
+
+class Collector:
+    """An OTLP/HTTP trace collector: keeps every span exported to it, decoded."""
+
+    def __init__(self) -> None:
+        self.requests: list[ExportTraceServiceRequest] = []
+
+    async def _traces(self, request: Request) -> Response:
+        body = await request.body()
+        if request.headers.get("content-encoding") == "gzip":
+            body = gzip.decompress(body)
+        self.requests.append(ExportTraceServiceRequest.FromString(body))
+        return Response(b"", media_type="application/x-protobuf")
+
+    @property
+    def app(self) -> Starlette:
+        return Starlette(routes=[Route("/v1/traces", self._traces, methods=["POST"])])
+
+    def spans(self) -> list[tuple[dict[str, str], OtlpSpan]]:
+        """Every span received, with the string attributes of the resource that sent it."""
+        found = []
+        for export in self.requests:
+            for resource_spans in export.resource_spans:
+                resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+                for scope_spans in resource_spans.scope_spans:
+                    found.extend((resource, span) for span in scope_spans.spans)
+        return found
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """Put back what `configure_logging`, run by `app_from_environment`, changes process-wide."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    levels = {name: logging.getLogger(name).level for name in ("httpx", ACCESS_LOGGER)}
+    flags = (logging.logThreads, logging.logProcesses, logging.logMultiprocessing)
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+    for name, was in levels.items():
+        logging.getLogger(name).setLevel(was)
+    logging.logThreads, logging.logProcesses, logging.logMultiprocessing = flags
+
+
+def test_otel_variables_alone_trace_a_predict_through_the_production_factory(
+    churn: FakeRegistry, monkeypatch: pytest.MonkeyPatch, restored_logging: None
+) -> None:
+    """`app_from_environment`, as `uvicorn --factory` starts a worker: no provider passed in,
+    only the standard variables, and the spans reach an OTLP collector over HTTP."""
+    collector = Collector()
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    with contextlib.ExitStack() as stack:
+        registry = stack.enter_context(LiveServer(churn.app))
+        sink = stack.enter_context(LiveServer(collector.app))
+        for name, value in {
+            "BERTH_REGISTRY_URL": registry.url,
+            "BERTH_REPLICA_ID": "replica-traced",
+            "BERTH_FEED_WAIT_SECONDS": "1",
+            "BERTH_LOG_FORMAT": "text",
+            "BERTH_AUTH": "false",
+            "BERTH_LOAD_ISOLATION": "false",
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": sink.url + "/v1/traces",
+            "OTEL_SERVICE_NAME": "berth-traced",
+        }.items():
+            monkeypatch.setenv(name, value)
+        app = app_from_environment()
+        with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+            eventually(lambda: client.get("/readyz").status_code == 200)
+            response = client.post(
+                "/models/churn/predict",
+                json={"inputs": [row()]},
+                headers={"traceparent": f"00-{trace_id}-b7ad6b7169203331-01"},
+            )
+            assert response.status_code == 200
+        # The app's shutdown flushed its batch of spans to the collector, still listening.
+
+    ours = [(r, s) for r, s in collector.spans() if s.trace_id.hex() == trace_id]
+    assert {r["service.name"] for r, _ in ours} == {"berth-traced"}
+    (server_span,) = [s for _, s in ours if s.kind == OtlpSpan.SpanKind.SPAN_KIND_SERVER]
+    assert server_span.parent_span_id.hex() == "b7ad6b7169203331"
+    children = {s.name: s for _, s in ours if s.parent_span_id == server_span.span_id}
+    assert {"berth.route", "berth.predict"} <= set(children)
+    attributes = {a.key: a.value for a in children["berth.route"].attributes}
+    assert attributes["berth.model"].string_value == "churn"
+    assert attributes["berth.alias"].string_value == "production"
+    assert attributes["berth.model_version"].int_value == 1
 
 
 @pytest.mark.parametrize(

@@ -68,7 +68,7 @@ def test_readiness_and_the_model_list(fake: FakeRegistry, start_serving: Start) 
     eventually(lambda: serving.get("/readyz").status_code == 200)
     missing = serving.get("/v1/models/churn")
     assert missing.status_code == 404
-    assert missing.json() == {"error": "model 'churn' has no alias 'production'"}
+    assert missing.json() == {"error": "model 'churn' does not exist or has no aliases"}
     assert serving.get("/v1/models").json() == {"models": []}
 
     estimator = regressor()
@@ -84,7 +84,7 @@ def test_errors_are_kserves_shape(churn: FakeRegistry, start_serving: Start) -> 
     eventually(lambda: serving.get("/readyz").status_code == 200)
     unknown = serving.post("/v1/models/nope:predict", json={"instances": X.tolist()})
     assert unknown.status_code == 404
-    assert unknown.json() == {"error": "model 'nope' has no alias 'production'"}
+    assert unknown.json() == {"error": "model 'nope' does not exist or has no aliases"}
     short = serving.post("/v1/models/churn:predict", json={"instances": [[1.0, 2.0]]})
     assert short.status_code == 422
     assert short.json() == {"error": "row 0 has 2 values, expected 3 ('age', 'income', 'tenure')"}

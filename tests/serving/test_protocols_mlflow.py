@@ -160,5 +160,5 @@ def test_invocations_without_a_default_model_or_for_an_unknown_one(
     assert unknown.status_code == 404
     assert unknown.json() == {
         "error_code": "RESOURCE_DOES_NOT_EXIST",
-        "message": "model 'nope' has no alias 'production'",
+        "message": "model 'nope' does not exist or has no aliases",
     }

@@ -115,6 +115,15 @@ def test_bool_and_bytes_arrive_as_json_or_binary() -> None:
         assert word.data.tolist() == [b"churn", b"", "näive".encode()]
 
 
+@pytest.mark.parametrize("data", [["churn", 1], [1, "churn"], ["churn", True], ["a", 2.5]])
+def test_json_bytes_with_anything_but_strings_is_refused_naming_the_tensor(
+    data: list[Any],
+) -> None:
+    with pytest.raises(InvalidTensor, match=r"input 'word': BYTES data must be strings") as caught:
+        parse_infer_request(json_body(("word", "BYTES", data, [2])), header_length=None)
+    assert caught.value.detail["input"] == "word"
+
+
 def test_tensors_named_after_features_fill_their_columns_whatever_the_order() -> None:
     mixed = schema(("plan", DType.string), ("age", DType.float64), ("active", DType.bool))
     body, length = binary_body(
@@ -280,3 +289,34 @@ def test_answers_read_back_with_tritonclients_own_parser(binary: bool) -> None:
     assert [v.decode() if isinstance(v, bytes) else v for v in labels] == ["yes", "no"]
     assert parsed.as_numpy("flags").tolist() == [True, False]
     assert parsed.as_numpy("half").tolist() == [1.0, 2.0]
+
+
+def bytes_answer(values: list[bytes], *, binary: bool) -> InferResult:
+    request = InferRequest(
+        inputs=(), outputs=("predict",), binary=frozenset({"predict"} if binary else ())
+    )
+    content, header_length = encode_response(
+        b'{"model_name": "m", "model_version": "1"', request, ["predict"], [np.array(values)]
+    )
+    return InferResult.from_response_body(content, header_length=header_length)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_bytes_outputs_answer_as_their_text_in_json_and_as_themselves_in_binary(
+    binary: bool,
+) -> None:
+    values = [b"churn", b"", "näive".encode()]
+    answer = bytes_answer(values, binary=binary)
+    output = answer.get_output("predict")
+    assert output["datatype"] == "BYTES"
+    if not binary:
+        assert output["data"] == ["churn", "", "näive"]
+    read = [v.encode() if isinstance(v, str) else v for v in answer.as_numpy("predict").tolist()]
+    assert read == values
+
+
+def test_bytes_outputs_that_are_not_text_are_refused_in_json_but_go_as_binary() -> None:
+    values = [b"ok", b"\xff\xfe"]
+    with pytest.raises(UnsupportedOutput, match="output 'predict' holds bytes that are not UTF-8"):
+        bytes_answer(values, binary=False)
+    assert bytes_answer(values, binary=True).as_numpy("predict").tolist() == values

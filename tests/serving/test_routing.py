@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from serving.routing import Route
+from serving.routing import Route, Router
 
 KEYS = [str(uuid.UUID(int=random.Random(7).getrandbits(128) + i)) for i in range(10_000)]
 
@@ -73,3 +73,11 @@ def test_a_zero_weight_variant_gets_no_traffic() -> None:
 def test_a_spec_without_positive_weight_is_refused() -> None:
     with pytest.raises(ValueError, match="no variant with weight"):
         ab([(1, 0)])
+
+
+def test_the_router_knows_a_model_by_any_alias_routed_or_pending() -> None:
+    router: Router[int] = Router(table={("churn", "staging"): ab([(1, 100)], alias="staging")})
+    router.pending = {("spam", "production"): "loading"}
+    assert router.knows_model("churn")
+    assert router.knows_model("spam")
+    assert not router.knows_model("nope")
