@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -83,8 +83,12 @@ def list_models(
     limit: int,
     prefix: str | None,
     tag: tuple[str, str] | None,
+    names: Collection[str] | None = None,
 ) -> Sequence[Model]:
+    """Models by name; only those in `names` when it is given."""
     stmt = select(Model).order_by(Model.name).limit(limit)
+    if names is not None:
+        stmt = stmt.where(Model.name.in_(names))
     if after is not None:
         stmt = stmt.where(Model.name > after)
     if prefix:
@@ -202,8 +206,11 @@ def live_aliases_of_model(session: Session, model_id: int) -> Sequence[Alias]:
     return session.scalars(stmt.order_by(Alias.name)).all()
 
 
-def live_aliases(session: Session) -> Sequence[Alias]:
+def live_aliases(session: Session, *, models: Collection[str] | None = None) -> Sequence[Alias]:
+    """Every alias that has a spec; only those of `models` when it is given."""
     stmt = select(Alias).where(Alias.spec.is_not(None)).order_by(Alias.model_id, Alias.name)
+    if models is not None:
+        stmt = stmt.where(Alias.model_id.in_(select(Model.id).where(Model.name.in_(models))))
     return session.scalars(stmt).all()
 
 
@@ -308,11 +315,20 @@ def add_audit(
 
 
 def list_audit(
-    session: Session, *, model: str | None, before: int | None, limit: int
+    session: Session,
+    *,
+    model: str | None,
+    before: int | None,
+    limit: int,
+    models: Collection[str] | None = None,
 ) -> Sequence[AuditEvent]:
+    """Events newest first; only those of `models` when it is given (which leaves out the events
+    of no model: tokens, gc)."""
     stmt: Select[AuditEvent] = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
     if model is not None:
         stmt = stmt.where(AuditEvent.model == model)
+    if models is not None:
+        stmt = stmt.where(AuditEvent.model.in_(models))
     if before is not None:
         stmt = stmt.where(AuditEvent.id < before)
     return session.scalars(stmt).all()

@@ -10,7 +10,7 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -123,8 +123,15 @@ class RegistryService:
         return model
 
     def list_models(
-        self, *, cursor: str | None, limit: int, prefix: str | None, tag: str | None
+        self,
+        *,
+        cursor: str | None,
+        limit: int,
+        prefix: str | None,
+        tag: str | None,
+        within: Collection[str] | None = None,
     ) -> tuple[Sequence[Model], str | None]:
+        """A page of models by name; only those in `within` (a token's scope) when given."""
         tag_filter: tuple[str, str] | None = None
         if tag is not None:
             key, sep, value = tag.partition("=")
@@ -137,6 +144,7 @@ class RegistryService:
             limit=limit + 1,
             prefix=prefix,
             tag=tag_filter,
+            names=within,
         )
         return _page(models, limit, key=lambda m: m.name)
 
@@ -444,11 +452,18 @@ class RegistryService:
 
     # --- the change feed ---
 
-    def routing_snapshot(self) -> tuple[int, Sequence[Alias]]:
+    def routing_snapshot(
+        self, *, within: Collection[str] | None = None
+    ) -> tuple[int, Sequence[Alias]]:
+        """The feed position and every live alias (of the models in `within`, when given).
+
+        The position is the whole feed's even for a scoped reader: it follows `/changes` from
+        there, and the feed moves it past other models' changes without showing them.
+        """
         # Position first: anything committed after it is also in the feed, and consumers apply
         # revisions idempotently, so a snapshot a little newer than its position is harmless.
         position = repo.feed_position(self.session)
-        return position, repo.live_aliases(self.session)
+        return position, repo.live_aliases(self.session, models=within)
 
     def changes(self, after: int, limit: int) -> Sequence[AliasRevision]:
         return repo.changes_after(self.session, after, limit)
@@ -459,10 +474,20 @@ class RegistryService:
     # --- audit ---
 
     def audit(
-        self, *, model: str | None, cursor: str | None, limit: int
+        self,
+        *,
+        model: str | None,
+        cursor: str | None,
+        limit: int,
+        within: Collection[str] | None = None,
     ) -> tuple[Sequence[Any], str | None]:
+        """Events newest first; with `within`, only events of those models."""
         events = repo.list_audit(
-            self.session, model=model, before=decode_cursor(cursor, int), limit=limit + 1
+            self.session,
+            model=model,
+            before=decode_cursor(cursor, int),
+            limit=limit + 1,
+            models=within,
         )
         return _page(events, limit, key=lambda e: e.id)
 
