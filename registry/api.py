@@ -19,7 +19,7 @@ from registry import repository as repo
 from registry.auth import Admin, Public, Publisher, Reader, RegistryAdmin
 from registry.config import RegistrySettings
 from registry.db import Database
-from registry.errors import BadRequest, InvalidCursor, ReplicaNotFound, Unavailable
+from registry.errors import BadRequest, InvalidCursor, Unavailable
 from registry.feed import SharedReads
 from registry.models import VersionFile, utcnow
 from registry.schemas import (
@@ -595,20 +595,27 @@ def report_replica(
 ) -> ReplicaOut:
     """A serving replica's heartbeat: what it serves and what failed to load.
 
-    Reader is enough: a replica only reports, and serving should hold no publishing rights.
+    Reader is enough: a replica only reports, and serving should hold no publishing rights. The
+    first token to report as `replica_id` owns it; any other token gets 403.
     """
-    replica = RegistryService(session, actor=principal.actor).report_replica(replica_id, body)
+    service = RegistryService(session, actor=principal.actor)
+    replica = service.report_replica(replica_id, body, token_id=principal.token_id)
     session.info["replica_reported"] = True
     return presenters.replica_out(replica, live=True)
 
 
 @router.delete("/replicas/{replica_id}", status_code=204, tags=["replicas"])
 def remove_replica(replica_id: ReplicaId, session: SessionDep, principal: Reader) -> Response:
-    """A replica shutting down says so, so rollouts stop waiting for it at once."""
-    if not RegistryService(session, actor=principal.actor).remove_replica(replica_id):
-        raise ReplicaNotFound(
-            f"no replica '{replica_id}' has reported", detail={"replica_id": replica_id}
-        )
+    """A replica shutting down says so, so rollouts stop waiting for it at once.
+
+    Only the token that registered the replica, or an admin over every model, may remove it:
+    removing a replica is what lets a rollout count as done without it.
+    """
+    RegistryService(session, actor=principal.actor).remove_replica(
+        replica_id,
+        token_id=principal.token_id,
+        any_owner=principal.role is Role.admin and principal.models is None,
+    )
     session.info["replica_reported"] = True
     return Response(status_code=204)
 

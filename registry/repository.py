@@ -6,7 +6,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CursorResult, Select, delete, func, literal, select, text, update
+from sqlalchemy import CursorResult, Select, delete, func, literal, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -337,13 +337,33 @@ def list_audit(
 # --- replicas -------------------------------------------------------------------------------
 
 
-def upsert_replica(session: Session, replica_id: str, values: dict[str, Any]) -> Replica:
-    stmt = _upsert(session, Replica).values(id=replica_id, **values)
-    stmt = stmt.on_conflict_do_update(index_elements=["id"], set_=values)
-    session.execute(stmt)
-    replica = session.get(Replica, replica_id, populate_existing=True)
-    assert replica is not None
-    return replica
+def upsert_replica(
+    session: Session, replica_id: str, values: dict[str, Any], *, owner: int | None
+) -> Replica | None:
+    """Insert or update the replica's row, unless another token owns it (then None).
+
+    One statement decides, so two tokens registering the same new id at once cannot both win.
+    A row without an owner is adopted by the first token that reports as it.
+    """
+    values = values | ({"token_id": owner} if owner is not None else {})
+    table = Replica.__table__.c
+    stmt = (
+        _upsert(session, Replica)
+        .values(id=replica_id, **values)
+        .on_conflict_do_update(
+            index_elements=["id"],
+            set_=values,
+            where=or_(table.token_id.is_(None), table.token_id == owner),
+        )
+        .returning(table.id)
+    )
+    if session.execute(stmt).first() is None:
+        return None
+    return session.get(Replica, replica_id, populate_existing=True)
+
+
+def get_replica(session: Session, replica_id: str) -> Replica | None:
+    return session.get(Replica, replica_id)
 
 
 def list_replicas(session: Session, *, seen_since: datetime | None = None) -> Sequence[Replica]:
@@ -353,9 +373,15 @@ def list_replicas(session: Session, *, seen_since: datetime | None = None) -> Se
     return session.scalars(stmt).all()
 
 
-def delete_replica(session: Session, replica_id: str) -> bool:
-    stmt = delete(Replica).where(Replica.id == replica_id).returning(Replica.id)
-    return session.execute(stmt).first() is not None
+def delete_replica(
+    session: Session, replica_id: str, *, owner: int | None, any_owner: bool = False
+) -> bool:
+    """Delete the replica's row if `owner` may (it owns the row, the row has no owner, or
+    `any_owner`); True if a row was deleted."""
+    stmt = delete(Replica).where(Replica.id == replica_id)
+    if not any_owner:
+        stmt = stmt.where(or_(Replica.token_id.is_(None), Replica.token_id == owner))
+    return session.execute(stmt.returning(Replica.id)).first() is not None
 
 
 def delete_replicas_older_than(session: Session, cutoff: datetime) -> int:

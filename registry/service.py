@@ -22,11 +22,13 @@ from registry.db import Database
 from registry.errors import (
     AliasNotFound,
     FileNotFound,
+    Forbidden,
     InvalidCursor,
     InvalidInput,
     ModelExists,
     ModelNotFound,
     NothingToRollBack,
+    ReplicaNotFound,
     RevisionMismatch,
     RevisionNotFound,
     UnknownVersion,
@@ -493,8 +495,12 @@ class RegistryService:
 
     # --- replicas ---
 
-    def report_replica(self, replica_id: str, report: ReplicaReport) -> Replica:
-        return repo.upsert_replica(
+    def report_replica(
+        self, replica_id: str, report: ReplicaReport, *, token_id: int | None
+    ) -> Replica:
+        """Record a heartbeat. The first token to report as `replica_id` owns it from then on;
+        `Forbidden` for any other, so no token can fake or overwrite another's replica."""
+        replica = repo.upsert_replica(
             self.session,
             replica_id,
             {
@@ -504,10 +510,24 @@ class RegistryService:
                 "serving": [s.model_dump(mode="json") for s in report.serving],
                 "failures": [f.model_dump(mode="json") for f in report.failures],
             },
+            owner=token_id,
         )
+        if replica is None:
+            raise _not_the_owner(replica_id, "report as it")
+        return replica
 
-    def remove_replica(self, replica_id: str) -> bool:
-        return repo.delete_replica(self.session, replica_id)
+    def remove_replica(self, replica_id: str, *, token_id: int | None, any_owner: bool) -> None:
+        """Forget a replica: its owner's goodbye, or an admin's (`any_owner`) clean-up.
+
+        `ReplicaNotFound` if it never reported; `Forbidden` if another token owns it.
+        """
+        if repo.delete_replica(self.session, replica_id, owner=token_id, any_owner=any_owner):
+            return
+        if repo.get_replica(self.session, replica_id) is None:
+            raise ReplicaNotFound(
+                f"no replica '{replica_id}' has reported", detail={"replica_id": replica_id}
+            )
+        raise _not_the_owner(replica_id, "remove it, or an admin")
 
     def replicas(self) -> Sequence[Replica]:
         return repo.list_replicas(self.session)
@@ -531,6 +551,13 @@ class RegistryService:
             e.revision is not None and e.revision >= target for e in entries
         )
         return Rollout(revision=target, converged=converged, replicas=entries)
+
+
+def _not_the_owner(replica_id: str, what: str) -> Forbidden:
+    return Forbidden(
+        f"replica '{replica_id}' was registered by another token; only that token may {what}",
+        detail={"replica_id": replica_id},
+    )
 
 
 def _spec(alias: Alias) -> RoutingSpec:

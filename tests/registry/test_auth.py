@@ -232,6 +232,56 @@ def test_a_scoped_admin_cannot_act_on_the_whole_registry(secured: RunningRegistr
         assert_error(response, 403, "forbidden")
 
 
+# --- replicas ---------------------------------------------------------------------------------
+
+
+def test_a_replica_id_belongs_to_the_token_that_registered_it(secured: RunningRegistry) -> None:
+    serving = secured.client(make_token(secured, Role.reader, name="serving"))
+    intruder = secured.client(make_token(secured, Role.reader, name="intruder"))
+    publisher = secured.client(make_token(secured, Role.publisher))
+    scoped_admin = secured.client(make_token(secured, Role.admin, name="a", models=["churn"]))
+    admin = secured.client(make_token(secured, Role.admin))
+    report = {"position": 0, "serving": []}
+    faked = {"position": 9, "serving": [{"model": "churn", "alias": "production", "revision": 9}]}
+
+    assert serving.put("/replicas/r1", json=report).status_code == 200
+    assert serving.put("/replicas/r1", json=report | {"position": 1}).status_code == 200
+    for client in (intruder, publisher, scoped_admin, admin):
+        body = assert_error(client.put("/replicas/r1", json=faked), 403, "forbidden")
+        assert "r1" in str(body["message"])
+    for client in (intruder, publisher, scoped_admin):
+        assert_error(client.delete("/replicas/r1"), 403, "forbidden")
+    [replica] = admin.get("/replicas").json()
+    assert (replica["replica_id"], replica["position"], replica["serving"]) == ("r1", 1, [])
+
+    # An admin over every model may remove a replica that will not say goodbye itself.
+    assert admin.delete("/replicas/r1").status_code == 204
+    assert admin.get("/replicas").json() == []
+    # The id is free again; its new owner reports and says goodbye, as serving does.
+    assert intruder.put("/replicas/r1", json=report).status_code == 200
+    assert_error(serving.put("/replicas/r1", json=report), 403, "forbidden")
+    assert intruder.delete("/replicas/r1").status_code == 204
+    assert_error(intruder.delete("/replicas/r1"), 404, "replica_not_found")
+
+
+def test_a_replica_row_without_an_owner_is_adopted_by_the_first_reporter(
+    secured: RunningRegistry,
+) -> None:
+    """Rows written before replicas had owners (or with auth off) keep working after an upgrade:
+    the replica's next heartbeat claims the row, and from then on it is bound."""
+    with secured.db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO replicas (id, last_seen, position, serving, failures) "
+            "VALUES ('legacy', CURRENT_TIMESTAMP, 0, '[]', '[]')"
+        )
+    serving = secured.client(make_token(secured, Role.reader, name="serving"))
+    intruder = secured.client(make_token(secured, Role.reader, name="intruder"))
+    assert serving.put("/replicas/legacy", json={"position": 3}).status_code == 200
+    assert_error(intruder.put("/replicas/legacy", json={"position": 4}), 403, "forbidden")
+    assert_error(intruder.delete("/replicas/legacy"), 403, "forbidden")
+    assert serving.delete("/replicas/legacy").status_code == 204
+
+
 def test_tokens_are_shown_once_stored_hashed_and_revocable(secured: RunningRegistry) -> None:
     admin = secured.client(make_token(secured, Role.admin))
     created = admin.post("/tokens", json={"name": "ci", "role": "publisher"})
@@ -287,7 +337,9 @@ def test_every_route_declares_exactly_one_permission(tmp_path: Path) -> None:
 
 def test_mutating_routes_need_more_than_reader(tmp_path: Path) -> None:
     app = create_app(RegistrySettings(data_dir=tmp_path))
-    # A replica's heartbeat and goodbye only report on itself; serving holds no publish rights.
+    # A replica's heartbeat and goodbye: serving holds no publish rights, so a reader may call
+    # them, but only for a replica its own token registered (an admin may also remove one):
+    # test_a_replica_id_belongs_to_the_token_that_registered_it.
     readers_may_mutate = {
         ("PUT", "/api/v1/replicas/{replica_id}"),
         ("DELETE", "/api/v1/replicas/{replica_id}"),
