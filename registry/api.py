@@ -16,10 +16,10 @@ from starlette.concurrency import run_in_threadpool
 
 from registry import __version__, artifact_checks, auth, presenters
 from registry import repository as repo
-from registry.auth import Admin, Public, Publisher, Reader
+from registry.auth import Admin, Public, Publisher, Reader, RegistryAdmin
 from registry.config import RegistrySettings
 from registry.db import Database
-from registry.errors import BadRequest, InvalidCursor, ReplicaNotFound, Unavailable
+from registry.errors import BadRequest, InvalidCursor, Unavailable
 from registry.feed import SharedReads
 from registry.models import VersionFile, utcnow
 from registry.schemas import (
@@ -39,6 +39,7 @@ from registry.schemas import (
     Page,
     ReplicaOut,
     ReplicaReport,
+    Role,
     RollbackRequest,
     Rollout,
     RoutingSnapshot,
@@ -160,6 +161,7 @@ router = APIRouter(prefix="/api/v1")
 @router.post("/models", status_code=201, tags=["models"])
 def create_model(body: ModelCreate, session: SessionDep, principal: Publisher) -> ModelOut:
     """Create a model explicitly (uploading its first version also creates it)."""
+    auth.authorize(principal, Role.publisher, model=body.name)
     return presenters.model_out(RegistryService(session, actor=principal.actor).create_model(body))
 
 
@@ -178,8 +180,9 @@ def list_models(
     ] = None,
     tag: Annotated[str | None, Query(max_length=256, description="`key=value`.")] = None,
 ) -> Page[ModelOut]:
+    """Models by name; for a token scoped to models, only those."""
     models, next_cursor = RegistryService(session, actor=principal.actor).list_models(
-        cursor=cursor, limit=limit, prefix=prefix, tag=tag
+        cursor=cursor, limit=limit, prefix=prefix, tag=tag, within=principal.models
     )
     return Page(items=[presenters.model_out(m) for m in models], next_cursor=next_cursor)
 
@@ -507,8 +510,10 @@ async def alias_rollout(
 
 @router.get("/routing", tags=["feed"])
 def routing(session: SessionDep, principal: Reader) -> RoutingSnapshot:
-    """Every live alias's spec and the feed position to follow `/changes` from."""
-    position, aliases = RegistryService(session, actor=principal.actor).routing_snapshot()
+    """Every live alias's spec (of the token's models, if scoped) and the feed position to
+    follow `/changes` from."""
+    service = RegistryService(session, actor=principal.actor)
+    position, aliases = service.routing_snapshot(within=principal.models)
     return RoutingSnapshot(
         position=position, aliases=[presenters.routing_entry(a) for a in aliases]
     )
@@ -528,41 +533,48 @@ async def changes(
 
     A waiting request holds no thread: it sleeps on the event loop until a commit in this
     process, a NOTIFY from another, or the fallback poll moves the feed past `after`.
+    A token scoped to models sees only their changes, but `position` still moves past the
+    others, so it never reads one twice; it waits on while only other models change.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, settings.feed_max_wait_seconds)
     signal = request.app.state.feed_signal
     shared: SharedReads[ChangesOut] = request.app.state.feed_reads
 
-    def read() -> ChangesOut:
+    def read(position: int) -> ChangesOut:
         with database.transaction(write=False) as session:
             # Reading the feed records nothing, so one read can answer every reader.
             service = RegistryService(session, actor="feed")
             head = service.feed_position()
-            rows = service.changes(after, limit)
+            rows = service.changes(position, limit)
             out = ChangesOut(
                 changes=[presenters.change_out(r) for r in rows],
-                position=rows[-1].seq if rows else after,
+                position=rows[-1].seq if rows else position,
                 head=max(head, rows[-1].seq if rows else 0),
             )
-        if after > out.head:
+        if position > out.head:
             # A position the feed never reached (a restored database, another registry's feed):
             # waiting would return nothing forever; the reader must take a fresh snapshot.
             raise InvalidCursor(
-                f"position {after} is ahead of the feed (head {out.head}); take a new snapshot "
-                "from /api/v1/routing",
-                detail={"after": after, "head": out.head},
+                f"position {position} is ahead of the feed (head {out.head}); take a new "
+                "snapshot from /api/v1/routing",
+                detail={"after": position, "head": out.head},
             )
         return out
 
     async with _disconnect_watch(request) as gone:
         while True:
             # Every replica woken by the same commit asks the same question: one query answers all.
-            out = await shared.read((after, limit), partial(run_in_threadpool, read))
+            out = await shared.read((after, limit), partial(run_in_threadpool, read, after))
             signal.advance(out.head)
+            visible = [c for c in out.changes if principal.sees(c.model)]
             remaining = deadline - loop.time()
-            if out.changes or remaining <= 0 or gone.is_set():
-                return out
+            if visible or remaining <= 0 or gone.is_set():
+                return ChangesOut(changes=visible, position=out.position, head=out.head)
+            if out.position > after:
+                # Only other models' changes: step past them and wait for one of ours.
+                after = out.position
+                continue
             if signal.position > after:
                 # Told of a change we cannot see yet; give replication of the commit a moment.
                 await asyncio.sleep(min(0.05, remaining))
@@ -583,20 +595,27 @@ def report_replica(
 ) -> ReplicaOut:
     """A serving replica's heartbeat: what it serves and what failed to load.
 
-    Reader is enough: a replica only reports, and serving should hold no publishing rights.
+    Reader is enough: a replica only reports, and serving should hold no publishing rights. The
+    first token to report as `replica_id` owns it; any other token gets 403.
     """
-    replica = RegistryService(session, actor=principal.actor).report_replica(replica_id, body)
+    service = RegistryService(session, actor=principal.actor)
+    replica = service.report_replica(replica_id, body, token_id=principal.token_id)
     session.info["replica_reported"] = True
     return presenters.replica_out(replica, live=True)
 
 
 @router.delete("/replicas/{replica_id}", status_code=204, tags=["replicas"])
 def remove_replica(replica_id: ReplicaId, session: SessionDep, principal: Reader) -> Response:
-    """A replica shutting down says so, so rollouts stop waiting for it at once."""
-    if not RegistryService(session, actor=principal.actor).remove_replica(replica_id):
-        raise ReplicaNotFound(
-            f"no replica '{replica_id}' has reported", detail={"replica_id": replica_id}
-        )
+    """A replica shutting down says so, so rollouts stop waiting for it at once.
+
+    Only the token that registered the replica, or an admin over every model, may remove it:
+    removing a replica is what lets a rollout count as done without it.
+    """
+    RegistryService(session, actor=principal.actor).remove_replica(
+        replica_id,
+        token_id=principal.token_id,
+        any_owner=principal.role is Role.admin and principal.models is None,
+    )
     session.info["replica_reported"] = True
     return Response(status_code=204)
 
@@ -605,9 +624,10 @@ def remove_replica(replica_id: ReplicaId, session: SessionDep, principal: Reader
 def list_replicas(
     session: SessionDep, principal: Reader, settings: SettingsDep
 ) -> list[ReplicaOut]:
+    """Every replica that reported; for a scoped token, what each serves of its models only."""
     live_since = utcnow() - timedelta(seconds=settings.replica_ttl_seconds)
     return [
-        presenters.replica_out(r, live=r.last_seen >= live_since)
+        presenters.replica_out(r, live=r.last_seen >= live_since, within=principal.models)
         for r in RegistryService(session, actor=principal.actor).replicas()
     ]
 
@@ -620,16 +640,21 @@ def audit(
     cursor: Cursor = None,
     model: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
 ) -> Page[AuditEventOut]:
-    """Every mutation, newest first."""
+    """Every mutation, newest first; for a token scoped to models, only theirs.
+
+    Filtering on a model outside the token's scope is 403, as that model's own routes answer.
+    """
+    if model is not None:
+        auth.authorize(principal, Role.reader, model=model)
     events, next_cursor = RegistryService(session, actor=principal.actor).audit(
-        model=model, cursor=cursor, limit=limit
+        model=model, cursor=cursor, limit=limit, within=principal.models
     )
     return Page(items=[presenters.audit_out(e) for e in events], next_cursor=next_cursor)
 
 
 @router.post("/gc", tags=["admin"])
 def garbage_collect(
-    principal: Admin,
+    principal: RegistryAdmin,
     settings: SettingsDep,
     store: StoreDep,
     database: DatabaseDep,
@@ -653,20 +678,22 @@ def garbage_collect(
 
 
 @router.post("/tokens", status_code=201, tags=["admin"])
-def create_token(body: TokenCreate, session: SessionDep, principal: Admin) -> TokenCreated:
+def create_token(body: TokenCreate, session: SessionDep, principal: RegistryAdmin) -> TokenCreated:
     """Create a token. The secret is in this response only; it is stored as a hash."""
     token, secret = auth.create_token(session, body, created_by=principal.actor)
     return TokenCreated(**presenters.token_out(token).model_dump(), token=secret)
 
 
 @router.get("/tokens", tags=["admin"])
-def list_tokens(session: SessionDep, principal: Admin) -> list[TokenOut]:
+def list_tokens(session: SessionDep, principal: RegistryAdmin) -> list[TokenOut]:
     return [presenters.token_out(t) for t in auth.list_tokens(session)]
 
 
 @router.delete("/tokens/{token_id}", tags=["admin"])
 def revoke_token(
-    token_id: Annotated[int, Path(ge=1, le=2**31 - 1)], session: SessionDep, principal: Admin
+    token_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
+    session: SessionDep,
+    principal: RegistryAdmin,
 ) -> TokenOut:
     return presenters.token_out(auth.revoke_token(session, token_id, actor=principal.actor))
 

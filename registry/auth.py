@@ -50,7 +50,11 @@ class Principal:
     def may(self, role: Role, model: str | None = None) -> bool:
         if self.role.rank < role.rank:
             return False
-        return self.models is None or model is None or model in self.models
+        return model is None or self.sees(model)
+
+    def sees(self, model: str) -> bool:
+        """The token's scope includes `model`; an unscoped token sees every model."""
+        return self.models is None or model in self.models
 
 
 ANONYMOUS_LOCAL = Principal(name="local", role=Role.admin)
@@ -152,8 +156,41 @@ def authenticate(database: Database, secret: str) -> Principal:
 _bearer = HTTPBearer(auto_error=False, description="A Berth token: `berth token create`.")
 
 
-def require(role: Role) -> Callable[..., Principal]:
-    """A dependency that admits callers holding `role` (or better) for the model in the path."""
+def authorize(
+    principal: Principal, role: Role, *, model: str | None = None, unscoped: bool = False
+) -> None:
+    """Return only if `principal` holds `role`, for `model` when one is named, and, with
+    `unscoped`, over every model; raise `Forbidden` otherwise.
+
+    `unscoped` is for what acts on the whole installation (tokens, gc): a token scoped to some
+    models must not mint an unscoped token or touch what every model shares.
+    """
+    needs = f"it needs {role.value}"
+    if principal.role.rank < role.rank:
+        raise Forbidden(
+            f"token '{principal.name}' ({principal.role.value}) may not do this; {needs}",
+            detail={"required_role": role.value},
+        )
+    if model is not None and not principal.sees(model):
+        raise Forbidden(
+            f"token '{principal.name}' ({principal.role.value}) may not do this for model "
+            f"'{model}'; {needs}",
+            detail={"required_role": role.value, "model": model},
+        )
+    if unscoped and principal.models is not None:
+        raise Forbidden(
+            f"token '{principal.name}' is scoped to models; this needs a {role.value} token "
+            "scoped to none",
+            detail={"required_role": role.value, "unscoped": True},
+        )
+
+
+def require(role: Role, *, unscoped: bool = False) -> Callable[..., Principal]:
+    """A dependency that admits callers holding `role` (or better) for the model in the path.
+
+    Routes without a model in the path apply the token's scope themselves: they list only what
+    the scope includes, or check a model named in the body or query with `authorize`.
+    """
 
     def dependency(
         request: Request,
@@ -165,14 +202,7 @@ def require(role: Role) -> Callable[..., Principal]:
         if credentials is None:
             raise Unauthenticated("this endpoint needs a bearer token")
         principal = authenticate(state.db, credentials.credentials)
-        model = request.path_params.get("name")
-        if not principal.may(role, model):
-            scope = f" for model '{model}'" if model and principal.role.rank >= role.rank else ""
-            raise Forbidden(
-                f"token '{principal.name}' ({principal.role.value}) may not do this{scope}; "
-                f"it needs {role.value}",
-                detail={"required_role": role.value},
-            )
+        authorize(principal, role, model=request.path_params.get("name"), unscoped=unscoped)
         return principal
 
     setattr(dependency, PERMISSION_ATTRIBUTE, role.value)
@@ -192,4 +222,6 @@ def public() -> Callable[[], None]:
 Reader = Annotated[Principal, Depends(require(Role.reader))]
 Publisher = Annotated[Principal, Depends(require(Role.publisher))]
 Admin = Annotated[Principal, Depends(require(Role.admin))]
+RegistryAdmin = Annotated[Principal, Depends(require(Role.admin, unscoped=True))]
+"""An admin over the whole installation: tokens and gc, which no model scope can contain."""
 Public = Depends(public())

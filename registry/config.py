@@ -89,7 +89,6 @@ class RegistrySettings(BaseSettings):
     allow_insecure: bool = Field(
         default=False, description="Allow auth off on a non-loopback address. Do not."
     )
-    anonymous_predict: bool = Field(default=False, description="Let predict skip authentication.")
 
     @property
     def effective_database_url(self) -> str:

@@ -220,6 +220,9 @@ class Replica(Base):
     position: Mapped[int] = mapped_column(BigInteger, default=0)
     serving: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     failures: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    # The token that registered the replica id; only it may report as that replica (an admin may
+    # also remove it). None: written with authentication off, or before replicas had owners.
+    token_id: Mapped[int | None] = mapped_column(ForeignKey("tokens.id"))
 
 
 class Token(Base):

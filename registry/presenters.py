@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from registry.models import Alias, AliasRevision, AuditEvent, Model, ModelVersion, Replica, Token
 from registry.schemas import (
     AliasOut,
@@ -141,14 +143,25 @@ def audit_out(event: AuditEvent) -> AuditEventOut:
     )
 
 
-def replica_out(replica: Replica, *, live: bool) -> ReplicaOut:
+def replica_out(
+    replica: Replica, *, live: bool, within: Collection[str] | None = None
+) -> ReplicaOut:
+    """The replica's report; with `within` (a token's scope), only what concerns those models."""
     return ReplicaOut(
         replica_id=replica.id,
         live=live,
         last_seen=replica.last_seen,
         position=replica.position,
-        serving=[ServedAlias.model_validate(s) for s in replica.serving],
-        failures=[LoadFailure.model_validate(f) for f in replica.failures],
+        serving=[
+            ServedAlias.model_validate(s)
+            for s in replica.serving
+            if within is None or s["model"] in within
+        ],
+        failures=[
+            LoadFailure.model_validate(f)
+            for f in replica.failures
+            if within is None or f["model"] in within
+        ],
     )
 
 

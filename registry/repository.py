@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CursorResult, Select, delete, func, literal, select, text, update
+from sqlalchemy import CursorResult, Select, delete, func, literal, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -83,8 +83,12 @@ def list_models(
     limit: int,
     prefix: str | None,
     tag: tuple[str, str] | None,
+    names: Collection[str] | None = None,
 ) -> Sequence[Model]:
+    """Models by name; only those in `names` when it is given."""
     stmt = select(Model).order_by(Model.name).limit(limit)
+    if names is not None:
+        stmt = stmt.where(Model.name.in_(names))
     if after is not None:
         stmt = stmt.where(Model.name > after)
     if prefix:
@@ -202,8 +206,11 @@ def live_aliases_of_model(session: Session, model_id: int) -> Sequence[Alias]:
     return session.scalars(stmt.order_by(Alias.name)).all()
 
 
-def live_aliases(session: Session) -> Sequence[Alias]:
+def live_aliases(session: Session, *, models: Collection[str] | None = None) -> Sequence[Alias]:
+    """Every alias that has a spec; only those of `models` when it is given."""
     stmt = select(Alias).where(Alias.spec.is_not(None)).order_by(Alias.model_id, Alias.name)
+    if models is not None:
+        stmt = stmt.where(Alias.model_id.in_(select(Model.id).where(Model.name.in_(models))))
     return session.scalars(stmt).all()
 
 
@@ -308,11 +315,20 @@ def add_audit(
 
 
 def list_audit(
-    session: Session, *, model: str | None, before: int | None, limit: int
+    session: Session,
+    *,
+    model: str | None,
+    before: int | None,
+    limit: int,
+    models: Collection[str] | None = None,
 ) -> Sequence[AuditEvent]:
+    """Events newest first; only those of `models` when it is given (which leaves out the events
+    of no model: tokens, gc)."""
     stmt: Select[AuditEvent] = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
     if model is not None:
         stmt = stmt.where(AuditEvent.model == model)
+    if models is not None:
+        stmt = stmt.where(AuditEvent.model.in_(models))
     if before is not None:
         stmt = stmt.where(AuditEvent.id < before)
     return session.scalars(stmt).all()
@@ -321,13 +337,33 @@ def list_audit(
 # --- replicas -------------------------------------------------------------------------------
 
 
-def upsert_replica(session: Session, replica_id: str, values: dict[str, Any]) -> Replica:
-    stmt = _upsert(session, Replica).values(id=replica_id, **values)
-    stmt = stmt.on_conflict_do_update(index_elements=["id"], set_=values)
-    session.execute(stmt)
-    replica = session.get(Replica, replica_id, populate_existing=True)
-    assert replica is not None
-    return replica
+def upsert_replica(
+    session: Session, replica_id: str, values: dict[str, Any], *, owner: int | None
+) -> Replica | None:
+    """Insert or update the replica's row, unless another token owns it (then None).
+
+    One statement decides, so two tokens registering the same new id at once cannot both win.
+    A row without an owner is adopted by the first token that reports as it.
+    """
+    values = values | ({"token_id": owner} if owner is not None else {})
+    table = Replica.__table__.c
+    stmt = (
+        _upsert(session, Replica)
+        .values(id=replica_id, **values)
+        .on_conflict_do_update(
+            index_elements=["id"],
+            set_=values,
+            where=or_(table.token_id.is_(None), table.token_id == owner),
+        )
+        .returning(table.id)
+    )
+    if session.execute(stmt).first() is None:
+        return None
+    return session.get(Replica, replica_id, populate_existing=True)
+
+
+def get_replica(session: Session, replica_id: str) -> Replica | None:
+    return session.get(Replica, replica_id)
 
 
 def list_replicas(session: Session, *, seen_since: datetime | None = None) -> Sequence[Replica]:
@@ -337,9 +373,15 @@ def list_replicas(session: Session, *, seen_since: datetime | None = None) -> Se
     return session.scalars(stmt).all()
 
 
-def delete_replica(session: Session, replica_id: str) -> bool:
-    stmt = delete(Replica).where(Replica.id == replica_id).returning(Replica.id)
-    return session.execute(stmt).first() is not None
+def delete_replica(
+    session: Session, replica_id: str, *, owner: int | None, any_owner: bool = False
+) -> bool:
+    """Delete the replica's row if `owner` may (it owns the row, the row has no owner, or
+    `any_owner`); True if a row was deleted."""
+    stmt = delete(Replica).where(Replica.id == replica_id)
+    if not any_owner:
+        stmt = stmt.where(or_(Replica.token_id.is_(None), Replica.token_id == owner))
+    return session.execute(stmt.returning(Replica.id)).first() is not None
 
 
 def delete_replicas_older_than(session: Session, cutoff: datetime) -> int:

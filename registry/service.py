@@ -10,7 +10,7 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -22,11 +22,13 @@ from registry.db import Database
 from registry.errors import (
     AliasNotFound,
     FileNotFound,
+    Forbidden,
     InvalidCursor,
     InvalidInput,
     ModelExists,
     ModelNotFound,
     NothingToRollBack,
+    ReplicaNotFound,
     RevisionMismatch,
     RevisionNotFound,
     UnknownVersion,
@@ -123,8 +125,15 @@ class RegistryService:
         return model
 
     def list_models(
-        self, *, cursor: str | None, limit: int, prefix: str | None, tag: str | None
+        self,
+        *,
+        cursor: str | None,
+        limit: int,
+        prefix: str | None,
+        tag: str | None,
+        within: Collection[str] | None = None,
     ) -> tuple[Sequence[Model], str | None]:
+        """A page of models by name; only those in `within` (a token's scope) when given."""
         tag_filter: tuple[str, str] | None = None
         if tag is not None:
             key, sep, value = tag.partition("=")
@@ -137,6 +146,7 @@ class RegistryService:
             limit=limit + 1,
             prefix=prefix,
             tag=tag_filter,
+            names=within,
         )
         return _page(models, limit, key=lambda m: m.name)
 
@@ -444,11 +454,18 @@ class RegistryService:
 
     # --- the change feed ---
 
-    def routing_snapshot(self) -> tuple[int, Sequence[Alias]]:
+    def routing_snapshot(
+        self, *, within: Collection[str] | None = None
+    ) -> tuple[int, Sequence[Alias]]:
+        """The feed position and every live alias (of the models in `within`, when given).
+
+        The position is the whole feed's even for a scoped reader: it follows `/changes` from
+        there, and the feed moves it past other models' changes without showing them.
+        """
         # Position first: anything committed after it is also in the feed, and consumers apply
         # revisions idempotently, so a snapshot a little newer than its position is harmless.
         position = repo.feed_position(self.session)
-        return position, repo.live_aliases(self.session)
+        return position, repo.live_aliases(self.session, models=within)
 
     def changes(self, after: int, limit: int) -> Sequence[AliasRevision]:
         return repo.changes_after(self.session, after, limit)
@@ -459,17 +476,31 @@ class RegistryService:
     # --- audit ---
 
     def audit(
-        self, *, model: str | None, cursor: str | None, limit: int
+        self,
+        *,
+        model: str | None,
+        cursor: str | None,
+        limit: int,
+        within: Collection[str] | None = None,
     ) -> tuple[Sequence[Any], str | None]:
+        """Events newest first; with `within`, only events of those models."""
         events = repo.list_audit(
-            self.session, model=model, before=decode_cursor(cursor, int), limit=limit + 1
+            self.session,
+            model=model,
+            before=decode_cursor(cursor, int),
+            limit=limit + 1,
+            models=within,
         )
         return _page(events, limit, key=lambda e: e.id)
 
     # --- replicas ---
 
-    def report_replica(self, replica_id: str, report: ReplicaReport) -> Replica:
-        return repo.upsert_replica(
+    def report_replica(
+        self, replica_id: str, report: ReplicaReport, *, token_id: int | None
+    ) -> Replica:
+        """Record a heartbeat. The first token to report as `replica_id` owns it from then on;
+        `Forbidden` for any other, so no token can fake or overwrite another's replica."""
+        replica = repo.upsert_replica(
             self.session,
             replica_id,
             {
@@ -479,10 +510,24 @@ class RegistryService:
                 "serving": [s.model_dump(mode="json") for s in report.serving],
                 "failures": [f.model_dump(mode="json") for f in report.failures],
             },
+            owner=token_id,
         )
+        if replica is None:
+            raise _not_the_owner(replica_id, "report as it")
+        return replica
 
-    def remove_replica(self, replica_id: str) -> bool:
-        return repo.delete_replica(self.session, replica_id)
+    def remove_replica(self, replica_id: str, *, token_id: int | None, any_owner: bool) -> None:
+        """Forget a replica: its owner's goodbye, or an admin's (`any_owner`) clean-up.
+
+        `ReplicaNotFound` if it never reported; `Forbidden` if another token owns it.
+        """
+        if repo.delete_replica(self.session, replica_id, owner=token_id, any_owner=any_owner):
+            return
+        if repo.get_replica(self.session, replica_id) is None:
+            raise ReplicaNotFound(
+                f"no replica '{replica_id}' has reported", detail={"replica_id": replica_id}
+            )
+        raise _not_the_owner(replica_id, "remove it, or an admin")
 
     def replicas(self) -> Sequence[Replica]:
         return repo.list_replicas(self.session)
@@ -506,6 +551,13 @@ class RegistryService:
             e.revision is not None and e.revision >= target for e in entries
         )
         return Rollout(revision=target, converged=converged, replicas=entries)
+
+
+def _not_the_owner(replica_id: str, what: str) -> Forbidden:
+    return Forbidden(
+        f"replica '{replica_id}' was registered by another token; only that token may {what}",
+        detail={"replica_id": replica_id},
+    )
 
 
 def _spec(alias: Alias) -> RoutingSpec:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,205 @@ def test_a_scoped_token_reaches_only_its_models(secured: RunningRegistry) -> Non
     assert "fraud" in str(body["message"])
 
 
+# --- scopes on the routes that name no model in their path ------------------------------------
+
+
+@pytest.fixture
+def two_models(secured: RunningRegistry) -> httpx.Client:
+    """Models `churn` (A) and `fraud` (B), each promoted twice; returns an admin client."""
+    admin = secured.client(make_token(secured, Role.admin, name="root"))
+    for model in ("churn", "fraud"):
+        for version in (1, 2):
+            assert upload(admin, model).status_code == 201
+            assert promote(admin, model, version).status_code == 200
+    return admin
+
+
+def test_a_scoped_token_lists_only_its_models(
+    secured: RunningRegistry, two_models: httpx.Client
+) -> None:
+    assert [m["name"] for m in two_models.get("/models").json()["items"]] == ["churn", "fraud"]
+    scoped = secured.client(make_token(secured, Role.reader, models=["churn"]))
+    assert [m["name"] for m in scoped.get("/models").json()["items"]] == ["churn"]
+    assert scoped.get("/models", params={"prefix": "fr"}).json()["items"] == []
+    first = scoped.get("/models", params={"limit": 1}).json()
+    assert [m["name"] for m in first["items"]] == ["churn"]
+    assert first["next_cursor"] is None
+    nothing = secured.client(make_token(secured, Role.reader, name="none", models=[]))
+    assert nothing.get("/models").json()["items"] == []
+
+
+def test_a_scoped_publisher_cannot_create_other_models(secured: RunningRegistry) -> None:
+    scoped = secured.client(make_token(secured, Role.publisher, models=["churn"]))
+    body = assert_error(scoped.post("/models", json={"name": "fraud"}), 403, "forbidden")
+    assert "fraud" in str(body["message"])
+    assert scoped.post("/models", json={"name": "churn"}).status_code == 201
+    admin = secured.client(make_token(secured, Role.admin))
+    assert [m["name"] for m in admin.get("/models").json()["items"]] == ["churn"]
+
+
+def test_a_scoped_token_reads_only_its_models_audit_events(
+    secured: RunningRegistry, two_models: httpx.Client
+) -> None:
+    scoped = secured.client(make_token(secured, Role.reader, models=["churn"]))
+    two_models.post("/tokens", json={"name": "other", "role": "reader"})
+    everything = two_models.get("/audit", params={"limit": 1000}).json()["items"]
+    # None: the token events, which concern no model.
+    assert {e["model"] for e in everything} == {"churn", "fraud", None}
+    events = scoped.get("/audit", params={"limit": 1000}).json()["items"]
+    assert events == [e for e in everything if e["model"] == "churn"]
+    assert scoped.get("/audit", params={"model": "churn", "limit": 1000}).json()["items"] == events
+    # As its own routes answer: 403 for a model outside the scope, whether it exists or not.
+    assert_error(scoped.get("/audit", params={"model": "fraud"}), 403, "forbidden")
+    assert_error(scoped.get("/models/fraud"), 403, "forbidden")
+    assert_error(scoped.get("/audit", params={"model": "nowhere"}), 403, "forbidden")
+    paged = scoped.get("/audit", params={"limit": 2}).json()
+    rest = scoped.get("/audit", params={"limit": 1000, "cursor": paged["next_cursor"]}).json()
+    assert paged["items"] + rest["items"] == events
+
+
+def test_a_scoped_token_sees_only_its_models_routing(
+    secured: RunningRegistry, two_models: httpx.Client
+) -> None:
+    full = two_models.get("/routing").json()
+    assert {a["model"] for a in full["aliases"]} == {"churn", "fraud"}
+    scoped = secured.client(make_token(secured, Role.reader, models=["churn"]))
+    snapshot = scoped.get("/routing").json()
+    assert snapshot["aliases"] == [a for a in full["aliases"] if a["model"] == "churn"]
+    # The whole feed's position: following /changes from it misses nothing and repeats nothing.
+    assert snapshot["position"] == full["position"] == 4
+
+
+def test_a_scoped_token_follows_only_its_models_changes_without_gaps(
+    secured: RunningRegistry, two_models: httpx.Client
+) -> None:
+    scoped = secured.client(make_token(secured, Role.reader, models=["churn"]))
+    out = scoped.get("/changes", params={"after": 0}).json()
+    assert [(c["seq"], c["model"]) for c in out["changes"]] == [(1, "churn"), (2, "churn")]
+    assert (out["position"], out["head"]) == (4, 4)  # past fraud's 3 and 4, read or not
+
+    # Only the other model changes: nothing to see, but the position moves past it, at once
+    # without a wait and at the deadline with one (which it waited out, not returned early).
+    promote(two_models, "fraud", 1)
+    assert scoped.get("/changes", params={"after": 4}).json() == {
+        "changes": [],
+        "position": 5,
+        "head": 5,
+    }
+    started = time.monotonic()
+    waited = scoped.get("/changes", params={"after": 4, "wait": 1}).json()
+    assert time.monotonic() - started >= 0.9
+    assert (waited["changes"], waited["position"]) == ([], 5)
+
+    # A long-poll that steps past another model's change and returns with the next of its own.
+    with ThreadPoolExecutor(1) as pool:
+        polling = pool.submit(scoped.get, "/changes", params={"after": 5, "wait": 10})
+        time.sleep(0.3)
+        promote(two_models, "fraud", 2)
+        time.sleep(0.3)
+        assert not polling.done()
+        promote(two_models, "churn", 1)
+        answer = polling.result(timeout=10).json()
+    assert [(c["seq"], c["model"], c["revision"]) for c in answer["changes"]] == [(7, "churn", 3)]
+    assert answer["position"] == answer["head"] == 7
+
+    # Followed page by page from 0, a scoped reader sees exactly its model's changes, in order.
+    seen, position = [], 0
+    while True:
+        page = scoped.get("/changes", params={"after": position, "limit": 1}).json()
+        if page["position"] == position:
+            break
+        seen += [c["seq"] for c in page["changes"]]
+        position = page["position"]
+    everything = two_models.get("/changes", params={"after": 0}).json()["changes"]
+    assert seen == [c["seq"] for c in everything if c["model"] == "churn"] == [1, 2, 7]
+    assert position == 7
+
+
+def test_a_scoped_token_sees_only_its_models_in_replica_reports(
+    secured: RunningRegistry, two_models: httpx.Client
+) -> None:
+    serving = secured.client(make_token(secured, Role.reader, name="serving"))
+    report = {
+        "position": 4,
+        "serving": [
+            {"model": "churn", "alias": "production", "revision": 2},
+            {"model": "fraud", "alias": "production", "revision": 2},
+        ],
+    }
+    assert serving.put("/replicas/r1", json=report).status_code == 200
+    scoped = secured.client(make_token(secured, Role.reader, models=["churn"]))
+    [replica] = scoped.get("/replicas").json()
+    assert replica["serving"] == [{"model": "churn", "alias": "production", "revision": 2}]
+    [full] = two_models.get("/replicas").json()
+    assert len(full["serving"]) == 2
+
+
+def test_a_scoped_admin_cannot_act_on_the_whole_registry(secured: RunningRegistry) -> None:
+    """Tokens and gc concern every model: a scoped admin minting an unscoped token would escape
+    its scope."""
+    scoped = secured.client(make_token(secured, Role.admin, models=["churn"]))
+    assert upload(scoped, "churn").status_code == 201
+    assert scoped.post("/models/churn/versions/1/archive").status_code == 200
+    for response in (
+        scoped.post("/tokens", json={"name": "escape", "role": "admin"}),
+        scoped.get("/tokens"),
+        scoped.delete("/tokens/1"),
+        scoped.post("/gc", params={"dry_run": True}),
+    ):
+        assert_error(response, 403, "forbidden")
+
+
+# --- replicas ---------------------------------------------------------------------------------
+
+
+def test_a_replica_id_belongs_to_the_token_that_registered_it(secured: RunningRegistry) -> None:
+    serving = secured.client(make_token(secured, Role.reader, name="serving"))
+    intruder = secured.client(make_token(secured, Role.reader, name="intruder"))
+    publisher = secured.client(make_token(secured, Role.publisher))
+    scoped_admin = secured.client(make_token(secured, Role.admin, name="a", models=["churn"]))
+    admin = secured.client(make_token(secured, Role.admin))
+    report = {"position": 0, "serving": []}
+    faked = {"position": 9, "serving": [{"model": "churn", "alias": "production", "revision": 9}]}
+
+    assert serving.put("/replicas/r1", json=report).status_code == 200
+    assert serving.put("/replicas/r1", json=report | {"position": 1}).status_code == 200
+    for client in (intruder, publisher, scoped_admin, admin):
+        body = assert_error(client.put("/replicas/r1", json=faked), 403, "forbidden")
+        assert "r1" in str(body["message"])
+    for client in (intruder, publisher, scoped_admin):
+        assert_error(client.delete("/replicas/r1"), 403, "forbidden")
+    [replica] = admin.get("/replicas").json()
+    assert (replica["replica_id"], replica["position"], replica["serving"]) == ("r1", 1, [])
+
+    # An admin over every model may remove a replica that will not say goodbye itself.
+    assert admin.delete("/replicas/r1").status_code == 204
+    assert admin.get("/replicas").json() == []
+    # The id is free again; its new owner reports and says goodbye, as serving does.
+    assert intruder.put("/replicas/r1", json=report).status_code == 200
+    assert_error(serving.put("/replicas/r1", json=report), 403, "forbidden")
+    assert intruder.delete("/replicas/r1").status_code == 204
+    assert_error(intruder.delete("/replicas/r1"), 404, "replica_not_found")
+
+
+def test_a_replica_row_without_an_owner_is_adopted_by_the_first_reporter(
+    secured: RunningRegistry,
+) -> None:
+    """Rows written before replicas had owners (or with auth off) keep working after an upgrade:
+    the replica's next heartbeat claims the row, and from then on it is bound."""
+    with secured.db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO replicas (id, last_seen, position, serving, failures) "
+            "VALUES ('legacy', CURRENT_TIMESTAMP, 0, '[]', '[]')"
+        )
+    serving = secured.client(make_token(secured, Role.reader, name="serving"))
+    intruder = secured.client(make_token(secured, Role.reader, name="intruder"))
+    assert serving.put("/replicas/legacy", json={"position": 3}).status_code == 200
+    assert_error(intruder.put("/replicas/legacy", json={"position": 4}), 403, "forbidden")
+    assert_error(intruder.delete("/replicas/legacy"), 403, "forbidden")
+    assert serving.delete("/replicas/legacy").status_code == 204
+
+
 def test_tokens_are_shown_once_stored_hashed_and_revocable(secured: RunningRegistry) -> None:
     admin = secured.client(make_token(secured, Role.admin))
     created = admin.post("/tokens", json={"name": "ci", "role": "publisher"})
@@ -136,7 +337,9 @@ def test_every_route_declares_exactly_one_permission(tmp_path: Path) -> None:
 
 def test_mutating_routes_need_more_than_reader(tmp_path: Path) -> None:
     app = create_app(RegistrySettings(data_dir=tmp_path))
-    # A replica's heartbeat and goodbye only report on itself; serving holds no publish rights.
+    # A replica's heartbeat and goodbye: serving holds no publish rights, so a reader may call
+    # them, but only for a replica its own token registered (an admin may also remove one):
+    # test_a_replica_id_belongs_to_the_token_that_registered_it.
     readers_may_mutate = {
         ("PUT", "/api/v1/replicas/{replica_id}"),
         ("DELETE", "/api/v1/replicas/{replica_id}"),

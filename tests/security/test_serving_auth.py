@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from registry.schemas import Role
+from registry.schemas import ReplicaReport, Role
 from serving.auth import RegistryTokens
 from serving.config import ServingSettings
-from serving.errors import RegistryUnavailable, Unauthenticated
+from serving.errors import RegistryRejected, RegistryUnavailable, Unauthenticated
+from serving.registry_client import RegistryClient
 from tests.conftest import RunningRegistry
 from tests.fixtures.factories import joblib_bytes, linear_model, promote, upload_ok
 from tests.fixtures.waiting import eventually
@@ -110,6 +111,47 @@ def test_anonymous_predict_opens_predict_only(
             lambda: anonymous.post("/models/churn/predict", json=ROW).status_code == 200, within=30
         )
         assert_error(anonymous.get("/status"), 401, "unauthenticated")
+
+
+def test_serving_reports_as_its_replica_and_no_other_token_can(
+    stack: tuple[RunningRegistry, RunningServing, dict[str, str]],
+) -> None:
+    """Serving's heartbeat and goodbye work with its reader token, and that token alone."""
+    registry, _, tokens = stack
+    admin = registry.client(tokens["admin"])
+
+    def serves(revision: int) -> bool:
+        replicas = admin.get("/replicas").json()
+        return [(r["replica_id"], r["live"], r["serving"]) for r in replicas] == [
+            ("replica-0", True, [{"model": "churn", "alias": "production", "revision": revision}])
+        ]
+
+    eventually(lambda: serves(1), within=30)
+    publisher = registry.client(tokens["publisher"])
+    upload_ok(publisher, "churn", joblib_bytes(linear_model(seed=2)))
+    assert promote(publisher, "churn", 2).status_code == 200
+    rollout = admin.get("/models/churn/aliases/production/rollout", params={"wait": 30}).json()
+    assert rollout["converged"] is True
+
+    api = registry.url + "/api/v1"
+    intruder = RegistryClient(api, token=make_token(registry, Role.reader)[1], timeout_seconds=5)
+    own = RegistryClient(api, token=tokens["reader"], timeout_seconds=5)
+
+    async def calls() -> None:
+        try:
+            faked = ReplicaReport(position=99)
+            with pytest.raises(RegistryRejected, match="registered by another token"):
+                await intruder.report("replica-0", faked)
+            with pytest.raises(RegistryRejected, match="registered by another token"):
+                await intruder.deregister("replica-0")
+            await own.deregister("replica-0")
+        finally:
+            await intruder.aclose()
+            await own.aclose()
+
+    asyncio.run(calls())
+    # Its own goodbye was not refused (a 403 raises); its next heartbeat registers it again.
+    eventually(lambda: serves(2), within=30)
 
 
 # --- the token cache on its own -------------------------------------------------------------
