@@ -79,6 +79,17 @@ def _wake_waiters(state: Any, session: Session) -> None:
 SessionDep = Annotated[Session, Depends(_session, scope="function")]
 
 
+def _replica_session(request: Request) -> Iterator[Session]:
+    # Replicas report together: each swaps at the same promotion and says so at once. Each
+    # report is one short upsert; queued behind one lock per process they share a single pooled
+    # connection, where in parallel they were a burst of connections as large as the fleet.
+    with request.app.state.replica_writes:
+        yield from _session(request)
+
+
+ReplicaSessionDep = Annotated[Session, Depends(_replica_session, scope="function")]
+
+
 def _settings(request: Request) -> RegistrySettings:
     settings: RegistrySettings = request.app.state.settings
     return settings
@@ -589,7 +600,7 @@ async def changes(
 def report_replica(
     replica_id: ReplicaId,
     body: ReplicaReport,
-    session: SessionDep,
+    session: ReplicaSessionDep,
     principal: Reader,
     settings: SettingsDep,
 ) -> ReplicaOut:
@@ -605,7 +616,9 @@ def report_replica(
 
 
 @router.delete("/replicas/{replica_id}", status_code=204, tags=["replicas"])
-def remove_replica(replica_id: ReplicaId, session: SessionDep, principal: Reader) -> Response:
+def remove_replica(
+    replica_id: ReplicaId, session: ReplicaSessionDep, principal: Reader
+) -> Response:
     """A replica shutting down says so, so rollouts stop waiting for it at once.
 
     Only the token that registered the replica, or an admin over every model, may remove it:
@@ -693,9 +706,15 @@ def list_tokens(session: SessionDep, principal: RegistryAdmin) -> list[TokenOut]
 def revoke_token(
     token_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
     session: SessionDep,
+    request: Request,
     principal: RegistryAdmin,
 ) -> TokenOut:
-    return presenters.token_out(auth.revoke_token(session, token_id, actor=principal.actor))
+    revoked = auth.revoke_token(session, token_id, actor=principal.actor)
+    # Once committed, not before: a failed commit leaves the token valid, and a request racing
+    # this one could otherwise re-cache it from the not-yet-committed state.
+    cache = request.app.state.token_cache
+    session.info["after_commit"].append(cache.clear)
+    return presenters.token_out(revoked)
 
 
 @router.get("/whoami", tags=["admin"])

@@ -12,6 +12,9 @@ import hashlib
 import hmac
 import os
 import secrets
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -131,9 +134,56 @@ def bootstrap_admin_token(database: Database, path: Path) -> str | None:
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
-def authenticate(database: Database, secret: str) -> Principal:
+class TokenCache:
+    """Principals by secret hash, each trusted for `ttl_seconds`; at most `size`, LRU.
+
+    Every request authenticates, and without this each one took a database connection of its
+    own before doing anything else: a promotion that wakes every serving replica at once became
+    a burst of connections as large as the fleet. Only successes are kept (a refused secret is
+    asked again), and revoking a token through this process clears the cache at once; a token
+    revoked elsewhere (another registry process, `berth token revoke --database`) keeps working
+    here for at most the TTL.
+    """
+
+    def __init__(
+        self, ttl_seconds: float, *, size: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._ttl = ttl_seconds
+        self._size = size
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+
+    def get(self, digest: str) -> Principal | None:
+        with self._lock:
+            found = self._entries.get(digest)
+            if found is None:
+                return None
+            if self._clock() >= found[0]:
+                del self._entries[digest]
+                return None
+            self._entries.move_to_end(digest)
+            return found[1]
+
+    def put(self, digest: str, principal: Principal) -> None:
+        if self._ttl <= 0:
+            return
+        with self._lock:
+            self._entries[digest] = (self._clock() + self._ttl, principal)
+            self._entries.move_to_end(digest)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def authenticate(database: Database, secret: str, cache: TokenCache | None = None) -> Principal:
     """Resolve a bearer secret to its principal, or raise `Unauthenticated`."""
     digest = hash_secret(secret)
+    if cache is not None and (known := cache.get(digest)) is not None:
+        return known
     with database.transaction(write=False) as session:
         token = repo.token_by_hash(session, digest)
     # compare_digest keeps the final check constant-time even though the lookup is by hash.
@@ -145,12 +195,15 @@ def authenticate(database: Database, secret: str) -> Principal:
     if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:
         with database.transaction() as session:
             repo.touch_token(session, token.id, now)
-    return Principal(
+    principal = Principal(
         name=token.name,
         role=Role(token.role),
         token_id=token.id,
         models=frozenset(token.models) if token.models is not None else None,
     )
+    if cache is not None:
+        cache.put(digest, principal)
+    return principal
 
 
 _bearer = HTTPBearer(auto_error=False, description="A Berth token: `berth token create`.")
@@ -201,7 +254,7 @@ def require(role: Role, *, unscoped: bool = False) -> Callable[..., Principal]:
             return ANONYMOUS_LOCAL
         if credentials is None:
             raise Unauthenticated("this endpoint needs a bearer token")
-        principal = authenticate(state.db, credentials.credentials)
+        principal = authenticate(state.db, credentials.credentials, state.token_cache)
         authorize(principal, role, model=request.path_params.get("name"), unscoped=unscoped)
         return principal
 

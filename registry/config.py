@@ -86,6 +86,12 @@ class RegistrySettings(BaseSettings):
         default=False, description="Apply pending migrations at start (the embedded default does)."
     )
     auth: bool = Field(default=True, description="Require bearer tokens. Off only on loopback.")
+    token_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a checked token is trusted without asking the database; a token "
+        "revoked through another process keeps working for at most this long (0: ask every time).",
+    )
     allow_insecure: bool = Field(
         default=False, description="Allow auth off on a non-loopback address. Do not."
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from registry import __version__, migrate
+from registry import __version__, auth, migrate
 from registry.api import health_router, router
 from registry.config import RegistrySettings
 from registry.db import Database
@@ -107,6 +108,8 @@ def create_app(
     app.state.feed_signal = feed_signal
     app.state.feed_reads = SharedReads[ChangesOut]()
     app.state.replica_signal = replica_signal
+    app.state.token_cache = auth.TokenCache(settings.token_cache_seconds)
+    app.state.replica_writes = threading.Lock()
     # Every route's body is bounded (the upload route lifts the bound for its own, streaming one).
     # Set per router rather than app-wide: the app-level limiter answers a declared-too-large
     # body from outside every middleware, where its plain-text 413 cannot be made uniform.

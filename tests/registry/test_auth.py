@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -11,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.dependencies.models import Dependant
+from sqlalchemy import event
 
 from registry import auth
 from registry.config import RegistrySettings
@@ -300,6 +302,67 @@ def test_tokens_are_shown_once_stored_hashed_and_revocable(secured: RunningRegis
     revoked = admin.delete(f"/tokens/{created.json()['id']}")
     assert revoked.json()["revoked_at"] is not None
     assert_error(ci.get("/models"), 401, "unauthenticated")
+
+
+def test_a_token_revoked_elsewhere_stops_working_within_the_cache_ttl(
+    backend: Backend, tmp_path: Path
+) -> None:
+    settings = make_settings(backend, tmp_path, auth=True, token_cache_seconds=0.5)
+    for registry in run_registry(settings):
+        secret = make_token(registry, Role.reader, name="short-lived")
+        client = registry.client(secret)
+        assert client.get("/models").status_code == 200
+        # Revoked as another registry process or `berth token revoke --database` would: in the
+        # database only. This process trusts its cached answer until the TTL runs out.
+        with registry.db.transaction() as session:
+            [token] = [t for t in auth.list_tokens(session) if t.name == "short-lived"]
+            auth.revoke_token(session, token.id, actor="elsewhere")
+        assert client.get("/models").status_code == 200
+        time.sleep(0.6)
+        assert_error(client.get("/models"), 401, "unauthenticated")
+
+
+def test_replicas_reporting_at_once_share_one_database_connection(
+    secured: RunningRegistry,
+) -> None:
+    """A promotion makes every replica report at the same moment; the registry's demand on the
+    database must not grow with the fleet."""
+    reporter = secured.client(make_token(secured, Role.reader, name="serving"))
+    assert reporter.put("/replicas/warm", json={"position": 0}).status_code == 200
+    in_use = peak = 0
+    lock = threading.Lock()
+
+    def checkout(*_: Any) -> None:
+        nonlocal in_use, peak
+        with lock:
+            in_use += 1
+            peak = max(peak, in_use)
+
+    def checkin(*_: Any) -> None:
+        nonlocal in_use
+        with lock:
+            in_use -= 1
+
+    count = 16
+    barrier = threading.Barrier(count)
+
+    def report(i: int) -> int:
+        barrier.wait()
+        return reporter.put(f"/replicas/r{i}", json={"position": i}).status_code
+
+    pool = secured.db.engine.pool
+    event.listen(pool, "checkout", checkout)
+    event.listen(pool, "checkin", checkin)
+    try:
+        with ThreadPoolExecutor(count) as workers:
+            statuses = list(workers.map(report, range(count)))
+    finally:
+        event.remove(pool, "checkout", checkout)
+        event.remove(pool, "checkin", checkin)
+    assert statuses == [200] * count
+    assert len(reporter.get("/replicas").json()) == count + 1
+    # One for the reports; one more for the feed watcher's poll, should it fall in the burst.
+    assert peak <= 2, f"{peak} connections at once for {count} replica reports"
 
 
 def test_the_audit_trail_names_the_token(secured: RunningRegistry) -> None:
