@@ -407,7 +407,7 @@ def db_upgrade(
     """Apply the database migrations (BERTH_DATABASE_URL; default the data dir's SQLite)."""
     from registry import migrate
 
-    database = _database()
+    database = _database(migrated=False)
     migrate.upgrade(database, revision)
     stdout().print(f"database at revision {migrate.current_revision(database) or 'base'}")
 
@@ -417,19 +417,26 @@ def db_current() -> None:
     """Print the database's migration revision."""
     from registry import migrate
 
-    database = _database()
+    database = _database(migrated=False)
     current = migrate.current_revision(database)
     head = migrate.head_revision(database)
     note = "" if current == head else f" (this Berth needs {head}: run `berth db upgrade`)"
     stdout().print(f"{current or 'base'}{note}")
 
 
-def _database() -> Any:
+def _database(*, migrated: bool = True) -> Any:
+    """The database BERTH_DATABASE_URL (or the data dir) names; with `migrated`, only once its
+    schema is at this Berth's head, so a forgotten `berth db upgrade` is named as such rather
+    than surfacing as a missing table."""
+    from registry import migrate
     from registry.config import RegistrySettings
     from registry.db import Database
 
     settings = RegistrySettings()
-    return Database(settings.effective_database_url, timeout=settings.db_timeout_seconds)
+    database = Database(settings.effective_database_url, timeout=settings.db_timeout_seconds)
+    if migrated:
+        migrate.require_head(database)
+    return database
 
 
 # --- publishing and routing ---------------------------------------------------------------------
