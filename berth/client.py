@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
@@ -83,6 +83,26 @@ def _name(value: str) -> str:
     return quote(value, safe="")
 
 
+def _base_url(value: str, what: str) -> str:
+    """`value` without a trailing slash, or `InvalidInput` naming it: checked here, once, so a
+    typo is one clear error rather than whatever the first request trips over."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - parsing the port is what checks it
+        httpx.URL(value)
+    except (ValueError, httpx.InvalidURL) as exc:
+        raise InvalidInput(
+            f"{what} {value!r} is not a valid URL: {exc}", code="invalid_url"
+        ) from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput(
+            f"{what} {value!r} is not an http:// or https:// URL with a host "
+            "(e.g. http://127.0.0.1:8000)",
+            code="invalid_url",
+        )
+    return value.rstrip("/")
+
+
 class Client:
     """A client of one Berth installation: its registry and its serving endpoint.
 
@@ -99,8 +119,8 @@ class Client:
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
-        self.serving_url = (serving_url or url).rstrip("/")
+        self.url = _base_url(url, "the registry URL")
+        self.serving_url = _base_url(serving_url, "the serving URL") if serving_url else self.url
         headers = {"User-Agent": "berth-client"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
