@@ -461,7 +461,14 @@ def push(
     ] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="KEY=VALUE, repeatable.")] = None,
     description: Annotated[str, typer.Option("--description", "-d")] = "",
-    flavor: Annotated[str, typer.Option("--flavor")] = "sklearn",
+    flavor: Annotated[
+        str | None,
+        typer.Option(
+            "--flavor",
+            help="sklearn (joblib/pickle) or skops. Default: from the file name (.skops: skops).",
+            show_default=False,
+        ),
+    ] = None,
     file: Annotated[
         list[str] | None,
         typer.Option("--file", help="NAME=PATH: another rendition (onnx=model.onnx)."),
@@ -471,16 +478,16 @@ def push(
     json_out: JsonOption = False,
 ) -> None:
     """Upload a new version, with a progress bar; prints its number and digest."""
-    if not path.is_file():
-        raise UserError(f"no such file: {path}")
+    from berth.packaging import readable_file
+
+    # The client checks these too; here they fail before the progress bar starts.
+    readable_file(path)
     metrics = {k: _number(v) for k, v in key_values(metric or [], "metric").items()}
     params = {k: _param(v) for k, v in key_values(param or [], "param").items()}
-    files = {k: Path(v) for k, v in key_values(file or [], "file").items()}
-    for extra in files.values():
-        if not extra.is_file():
-            raise UserError(f"no such file: {extra}")
+    files = {k: readable_file(Path(v)) for k, v in key_values(file or [], "file").items()}
     rows = read_sample(sample) if sample is not None else None
     started = time.monotonic()
+    watching = stderr()
     with (
         connect(url, token) as client,
         Progress(
@@ -489,9 +496,11 @@ def push(
             DownloadColumn(),
             TransferSpeedColumn(),
             TimeRemainingColumn(),
-            console=stderr(),
+            console=watching,
             # The bar is for watching; the line printed after it is what stays in the scrollback.
             transient=True,
+            # Off a terminal nothing watches it, and stopping it would still print a blank line.
+            disable=not watching.is_terminal,
         ) as progress,
     ):
         task = progress.add_task(f"{model} ← {path.name}", total=path.stat().st_size)
