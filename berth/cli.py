@@ -288,10 +288,7 @@ def up(
         check_binding(settings, host)
     except InsecureBinding as exc:
         raise UserError(str(exc)) from None
-    try:
-        sock = allinone.bind(host, port)
-    except OSError as exc:
-        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock = _listen(host, port)
     serving: dict[str, Any] = {}
     if "BERTH_FEED_WAIT_SECONDS" not in os.environ:
         serving["feed_wait_seconds"] = allinone.IN_PROCESS_FEED_WAIT
@@ -316,6 +313,17 @@ def up(
     else:
         console.print("  authentication is off (BERTH_AUTH=false)")
     _serve(instance.app, sockets=[sock], before_shutdown=instance.app.stop_serving)
+
+
+def _listen(host: str, port: int) -> Any:
+    """A bound, listening socket: a port in use is one line here, before any app starts
+    (uvicorn would report it only after running the app's startup)."""
+    from berth.allinone import bind
+
+    try:
+        return bind(host, port)
+    except OSError as exc:
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def _serve(
@@ -357,15 +365,20 @@ def registry_command(
 ) -> None:
     """Run the registry alone (configured by BERTH_* variables)."""
     from registry.config import RegistrySettings
-    from registry.main import InsecureBinding, check_binding, create_app
+    from registry.main import InsecureBinding, check_binding, check_schema, create_app
 
     settings = RegistrySettings()
     try:
         check_binding(settings, host)
     except InsecureBinding as exc:
         raise UserError(str(exc)) from None
+    registry = create_app(settings)
+    if not settings.auto_migrate:
+        # The app's startup checks it too, but uvicorn would print that as a traceback.
+        check_schema(registry.state.db)
+    sock = _listen(host, port)
     _log_setup()
-    _serve(create_app(settings), host=host, port=port)
+    _serve(registry, sockets=[sock])
 
 
 @command(app, "serve")
@@ -395,9 +408,10 @@ def serve_command(
         check_binding(auth=settings.auth, allow_insecure=settings.allow_insecure, host=host)
     except (InsecureBinding, ValueError) as exc:
         raise UserError(str(exc)) from None
+    sock = _listen(host, port)
     _log_setup()
     # The same server as `python -m serving`: on SIGTERM not ready first, then drain, exit 0.
-    serve(settings, host=host, port=port)
+    serve(settings, host=host, port=port, sockets=[sock])
 
 
 @command(db_app, "upgrade")
