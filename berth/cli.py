@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -304,12 +305,18 @@ def up(
         f"  registry {instance.url}/api/v1 · predict {instance.url}/models/NAME/predict · "
         f"reference {instance.url}/docs"
     )
-    console.print(f"  data in {settings.data_dir.resolve()}")
+    data_dir = settings.data_dir.resolve()
+    console.print(f"  data in {data_dir}")
     if instance.admin_token is not None:
         state = "created now" if instance.admin_created else "kept"
-        console.print(
-            f"  admin token ({state}) in {instance.admin_token}; the CLI uses it on this machine",
-        )
+        console.print(f"  admin token ({state}) in {instance.admin_token.resolve()}")
+        # The CLI finds the token through its own BERTH_DATA_DIR (default ./berth-data): say
+        # exactly when that is this directory, rather than promise "this machine".
+        export = f"export BERTH_DATA_DIR={shlex.quote(str(data_dir))}"
+        if ClientSettings().data_dir.resolve() == data_dir:
+            console.print(f"  the CLI uses it when run here; from elsewhere, first: {export}")
+        else:
+            console.print(f"  for the CLI to use it: {export}")
     else:
         console.print("  authentication is off (BERTH_AUTH=false)")
     _serve(instance.app, sockets=[sock], before_shutdown=instance.app.stop_serving)
