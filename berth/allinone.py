@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from berth.tokens import bootstrap
 from registry import migrate
 from registry.config import RegistrySettings
-from registry.db import Database
+from registry.db import Database, ensure_directory
 from registry.main import VERSION
 from registry.main import create_app as create_registry_app
 from registry.schemas import Health
@@ -254,8 +254,8 @@ def build(
     registry's address and token always come from here.
     """
     url = self_url(sock)
+    ensure_directory(settings.data_dir, purpose="the data directory")
     database = Database(settings.effective_database_url, timeout=settings.db_timeout_seconds)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.auto_migrate:
         migrate.upgrade(database)
     admin_path: Path | None = None

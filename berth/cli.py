@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -288,10 +289,7 @@ def up(
         check_binding(settings, host)
     except InsecureBinding as exc:
         raise UserError(str(exc)) from None
-    try:
-        sock = allinone.bind(host, port)
-    except OSError as exc:
-        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock = _listen(host, port)
     serving: dict[str, Any] = {}
     if "BERTH_FEED_WAIT_SECONDS" not in os.environ:
         serving["feed_wait_seconds"] = allinone.IN_PROCESS_FEED_WAIT
@@ -307,15 +305,32 @@ def up(
         f"  registry {instance.url}/api/v1 · predict {instance.url}/models/NAME/predict · "
         f"reference {instance.url}/docs"
     )
-    console.print(f"  data in {settings.data_dir.resolve()}")
+    data_dir = settings.data_dir.resolve()
+    console.print(f"  data in {data_dir}")
     if instance.admin_token is not None:
         state = "created now" if instance.admin_created else "kept"
-        console.print(
-            f"  admin token ({state}) in {instance.admin_token}; the CLI uses it on this machine",
-        )
+        console.print(f"  admin token ({state}) in {instance.admin_token.resolve()}")
+        # The CLI finds the token through its own BERTH_DATA_DIR (default ./berth-data): say
+        # exactly when that is this directory, rather than promise "this machine".
+        export = f"export BERTH_DATA_DIR={shlex.quote(str(data_dir))}"
+        if ClientSettings().data_dir.resolve() == data_dir:
+            console.print(f"  the CLI uses it when run here; from elsewhere, first: {export}")
+        else:
+            console.print(f"  for the CLI to use it: {export}")
     else:
         console.print("  authentication is off (BERTH_AUTH=false)")
     _serve(instance.app, sockets=[sock], before_shutdown=instance.app.stop_serving)
+
+
+def _listen(host: str, port: int) -> Any:
+    """A bound, listening socket: a port in use is one line here, before any app starts
+    (uvicorn would report it only after running the app's startup)."""
+    from berth.allinone import bind
+
+    try:
+        return bind(host, port)
+    except OSError as exc:
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def _serve(
@@ -357,15 +372,20 @@ def registry_command(
 ) -> None:
     """Run the registry alone (configured by BERTH_* variables)."""
     from registry.config import RegistrySettings
-    from registry.main import InsecureBinding, check_binding, create_app
+    from registry.main import InsecureBinding, check_binding, check_schema, create_app
 
     settings = RegistrySettings()
     try:
         check_binding(settings, host)
     except InsecureBinding as exc:
         raise UserError(str(exc)) from None
+    registry = create_app(settings)
+    if not settings.auto_migrate:
+        # The app's startup checks it too, but uvicorn would print that as a traceback.
+        check_schema(registry.state.db)
+    sock = _listen(host, port)
     _log_setup()
-    _serve(create_app(settings), host=host, port=port)
+    _serve(registry, sockets=[sock])
 
 
 @command(app, "serve")
@@ -395,9 +415,10 @@ def serve_command(
         check_binding(auth=settings.auth, allow_insecure=settings.allow_insecure, host=host)
     except (InsecureBinding, ValueError) as exc:
         raise UserError(str(exc)) from None
+    sock = _listen(host, port)
     _log_setup()
     # The same server as `python -m serving`: on SIGTERM not ready first, then drain, exit 0.
-    serve(settings, host=host, port=port)
+    serve(settings, host=host, port=port, sockets=[sock])
 
 
 @command(db_app, "upgrade")
@@ -407,7 +428,7 @@ def db_upgrade(
     """Apply the database migrations (BERTH_DATABASE_URL; default the data dir's SQLite)."""
     from registry import migrate
 
-    database = _database()
+    database = _database(migrated=False)
     migrate.upgrade(database, revision)
     stdout().print(f"database at revision {migrate.current_revision(database) or 'base'}")
 
@@ -417,19 +438,26 @@ def db_current() -> None:
     """Print the database's migration revision."""
     from registry import migrate
 
-    database = _database()
+    database = _database(migrated=False)
     current = migrate.current_revision(database)
     head = migrate.head_revision(database)
     note = "" if current == head else f" (this Berth needs {head}: run `berth db upgrade`)"
     stdout().print(f"{current or 'base'}{note}")
 
 
-def _database() -> Any:
+def _database(*, migrated: bool = True) -> Any:
+    """The database BERTH_DATABASE_URL (or the data dir) names; with `migrated`, only once its
+    schema is at this Berth's head, so a forgotten `berth db upgrade` is named as such rather
+    than surfacing as a missing table."""
+    from registry import migrate
     from registry.config import RegistrySettings
     from registry.db import Database
 
     settings = RegistrySettings()
-    return Database(settings.effective_database_url, timeout=settings.db_timeout_seconds)
+    database = Database(settings.effective_database_url, timeout=settings.db_timeout_seconds)
+    if migrated:
+        migrate.require_head(database)
+    return database
 
 
 # --- publishing and routing ---------------------------------------------------------------------
@@ -454,7 +482,14 @@ def push(
     ] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="KEY=VALUE, repeatable.")] = None,
     description: Annotated[str, typer.Option("--description", "-d")] = "",
-    flavor: Annotated[str, typer.Option("--flavor")] = "sklearn",
+    flavor: Annotated[
+        str | None,
+        typer.Option(
+            "--flavor",
+            help="sklearn (joblib/pickle) or skops. Default: from the file name (.skops: skops).",
+            show_default=False,
+        ),
+    ] = None,
     file: Annotated[
         list[str] | None,
         typer.Option("--file", help="NAME=PATH: another rendition (onnx=model.onnx)."),
@@ -464,16 +499,16 @@ def push(
     json_out: JsonOption = False,
 ) -> None:
     """Upload a new version, with a progress bar; prints its number and digest."""
-    if not path.is_file():
-        raise UserError(f"no such file: {path}")
+    from berth.packaging import readable_file
+
+    # The client checks these too; here they fail before the progress bar starts.
+    readable_file(path)
     metrics = {k: _number(v) for k, v in key_values(metric or [], "metric").items()}
     params = {k: _param(v) for k, v in key_values(param or [], "param").items()}
-    files = {k: Path(v) for k, v in key_values(file or [], "file").items()}
-    for extra in files.values():
-        if not extra.is_file():
-            raise UserError(f"no such file: {extra}")
+    files = {k: readable_file(Path(v)) for k, v in key_values(file or [], "file").items()}
     rows = read_sample(sample) if sample is not None else None
     started = time.monotonic()
+    watching = stderr()
     with (
         connect(url, token) as client,
         Progress(
@@ -482,9 +517,11 @@ def push(
             DownloadColumn(),
             TransferSpeedColumn(),
             TimeRemainingColumn(),
-            console=stderr(),
+            console=watching,
             # The bar is for watching; the line printed after it is what stays in the scrollback.
             transient=True,
+            # Off a terminal nothing watches it, and stopping it would still print a blank line.
+            disable=not watching.is_terminal,
         ) as progress,
     ):
         task = progress.add_task(f"{model} ← {path.name}", total=path.stat().st_size)

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
@@ -83,6 +83,26 @@ def _name(value: str) -> str:
     return quote(value, safe="")
 
 
+def _base_url(value: str, what: str) -> str:
+    """`value` without a trailing slash, or `InvalidInput` naming it: checked here, once, so a
+    typo is one clear error rather than whatever the first request trips over."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - parsing the port is what checks it
+        httpx.URL(value)
+    except (ValueError, httpx.InvalidURL) as exc:
+        raise InvalidInput(
+            f"{what} {value!r} is not a valid URL: {exc}", code="invalid_url"
+        ) from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput(
+            f"{what} {value!r} is not an http:// or https:// URL with a host "
+            "(e.g. http://127.0.0.1:8000)",
+            code="invalid_url",
+        )
+    return value.rstrip("/")
+
+
 class Client:
     """A client of one Berth installation: its registry and its serving endpoint.
 
@@ -99,8 +119,8 @@ class Client:
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
-        self.serving_url = (serving_url or url).rstrip("/")
+        self.url = _base_url(url, "the registry URL")
+        self.serving_url = _base_url(serving_url, "the serving URL") if serving_url else self.url
         headers = {"User-Agent": "berth-client"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -230,7 +250,7 @@ class Client:
         tags: Mapping[str, str] | None = None,
         description: str = "",
         lineage: Lineage | None = None,
-        flavor: str = "sklearn",
+        flavor: str | None = None,
         files: Mapping[str, Path] | None = None,
         progress: Progress | None = None,
     ) -> VersionOut:
@@ -238,8 +258,9 @@ class Client:
 
         `model_or_path` is a fitted estimator (serialised with joblib and described: signature,
         example from `sample`, training environment) or the path of an artifact, uploaded as is
-        (described too when a `sample` is given: the file is loaded here to answer it). `files`
-        adds renditions as extra parts (`{"onnx": Path("model.onnx")}`).
+        (described too when a `sample` is given: the file is loaded here to answer it). A path's
+        `flavor` defaults to what its name implies (`.skops`: skops; else sklearn). `files` adds
+        renditions as extra parts (`{"onnx": Path("model.onnx")}`).
         """
         if not re.fullmatch(NAME_PATTERN, name):
             raise InvalidInput(
@@ -270,7 +291,13 @@ class Client:
         primary = next((f for f in pkg.files if f.name == PRIMARY_FILE), None)
         if primary is None:
             raise InvalidInput(f"an upload needs an '{PRIMARY_FILE}' file")
-        metadata = pkg.metadata.model_copy(update={"sha256": sha256_of(primary.path)})
+        for part in pkg.files:
+            packaging.readable_file(part.path)
+        try:
+            digest = sha256_of(primary.path)
+        except OSError as exc:  # opened a moment ago, but reading can still fail (EIO, ...)
+            raise InvalidInput(f"cannot read {primary.path}: {exc.strerror or exc}") from exc
+        metadata = pkg.metadata.model_copy(update={"sha256": digest})
         ordered = [primary, *(f for f in pkg.files if f is not primary)]
         body = MultipartBody(
             metadata.model_dump_json(exclude_none=True).encode(), ordered, progress=progress
@@ -564,18 +591,21 @@ def _alias_update(**values: Any) -> AliasUpdate:
     return _validated(AliasUpdate, **values)
 
 
-def _package_path(path: Path, flavor: str, sample: Any, describe_args: dict[str, Any]) -> Package:
-    if not path.is_file():
-        raise InvalidInput(f"no artifact file at {path}")
+def _package_path(
+    path: Path, flavor: str | None, sample: Any, describe_args: dict[str, Any]
+) -> Package:
+    packaging.readable_file(path)
+    flavor = flavor or packaging.flavor_of(path)
     estimator = None
     if sample is not None:
         if flavor != "sklearn":
-            raise InvalidInput(f"a sample can only be run through a sklearn model, not {flavor}")
-        import joblib
-
+            raise InvalidInput(
+                f"a sample is answered by loading the model here, which only works for sklearn "
+                f"(joblib) artifacts; {path} is {flavor}: push it without a sample"
+            )
         # The user's own file on the user's own machine: loading it here is the same trust as
         # the training script that wrote it, and it is what answers the sample.
-        estimator = joblib.load(path)
+        estimator = packaging.load_estimator(path)
     metadata = packaging.describe(estimator, sample, flavor=flavor, **describe_args)
     return Package(metadata=metadata, files=[FilePart(PRIMARY_FILE, path)])
 

@@ -42,7 +42,11 @@ class ClientSettings(BaseSettings):
 
 def is_local(url: str) -> bool:
     """The URL names this machine (loopback), where `berth up`'s token file can be trusted."""
-    return is_loopback(urlsplit(url).hostname or "")
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:  # names no machine; the client says what is wrong with it
+        return False
+    return is_loopback(host or "")
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from berth.client import Client
 from berth.config import ClientSettings, resolve_token
@@ -51,7 +52,11 @@ class Report:
 
 
 def _masked(secret: str) -> str:
-    return secret[:10] + "…" if len(secret) > 10 else "…"
+    """Only what is not secret: Berth tokens are `berth_` and then 43 random characters, every
+    one of them secret; a token of another shape shows nothing at all."""
+    from registry.auth import TOKEN_PREFIX
+
+    return TOKEN_PREFIX + "…" if secret.startswith(TOKEN_PREFIX) else "…"
 
 
 def diagnose(*, url: str | None, token: str | None, serving_url: str | None) -> Report:
@@ -118,26 +123,34 @@ def _check_local(report: Report) -> None:
 
     settings = RegistrySettings()
     db_url = settings.effective_database_url
-    report.config.append(("database", make_url(db_url).render_as_string(hide_password=True)))
+    try:
+        shown = make_url(db_url).render_as_string(hide_password=True)
+    except ArgumentError:
+        shown = "(does not parse)"  # not echoed: it may hold a password
+    report.config.append(("database", shown))
     report.config.append(("artifact store", settings.effective_artifact_store))
     sqlite_file = (settings.data_dir / "berth.db").resolve()
     if not settings.database_url and not sqlite_file.exists():
         report.add("database (from here)", None, "no local configuration: skipped")
         return
-    database = Database(db_url, timeout=settings.db_timeout_seconds)
     try:
-        database.ping()
-        report.add("database (from here)", True, "answers")
-    except RegistryError as exc:
+        database = Database(db_url, timeout=settings.db_timeout_seconds)
+    except RegistryError as exc:  # a URL no installed driver speaks: a finding, not a crash
         report.add("database (from here)", False, exc.message)
-    finally:
-        database.dispose()
+    else:
+        try:
+            database.ping()
+            report.add("database (from here)", True, "answers")
+        except RegistryError as exc:
+            report.add("database (from here)", False, exc.message)
+        finally:
+            database.dispose()
     try:
         open_store(
             settings.effective_artifact_store, timeout=settings.storage_timeout_seconds
         ).check()
         report.add("artifact store (from here)", True, "answers")
-    except (RegistryError, ValueError) as exc:
+    except (RegistryError, ValueError) as exc:  # ValueError: boto3's word for a bad endpoint
         report.add("artifact store (from here)", False, getattr(exc, "message", str(exc)))
 
 

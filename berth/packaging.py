@@ -11,6 +11,7 @@ gets the estimator and the sample and may add one file part to the upload.
 from __future__ import annotations
 
 import platform
+import stat
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +69,58 @@ Rendition = Callable[[Any, "np.ndarray[Any, Any] | None", Path], FilePart | None
 RENDITIONS: list[Rendition] = [onnx_rendition] if skl2onnx_available() else []
 """Renditions every `push` of an estimator tries; append to add one for all callers. The ONNX
 rendering is one by default (serving predicts with onnxruntime from it where it reproduces)."""
+
+
+FLAVOR_BY_SUFFIX: Mapping[str, str] = {".skops": "skops"}
+"""Artifact files whose name says their flavor; any other is `sklearn` (joblib or pickle)."""
+
+
+def flavor_of(path: Path) -> str:
+    """The flavor an artifact file's name implies: `skops` for `.skops`, else `sklearn`."""
+    return FLAVOR_BY_SUFFIX.get(path.suffix.lower(), "sklearn")
+
+
+def readable_file(path: Path) -> Path:
+    """`path`, if it is a regular file this process can open; else `InvalidInput` naming it and
+    saying why (missing, a directory, a device, unreadable)."""
+    try:
+        mode = path.stat().st_mode
+        if stat.S_ISREG(mode):
+            path.open("rb").close()
+    except FileNotFoundError:
+        raise InvalidInput(f"no such file: {path}", detail={"path": str(path)}) from None
+    except OSError as exc:
+        raise InvalidInput(
+            f"cannot read {path}: {exc.strerror or exc}", detail={"path": str(path)}
+        ) from exc
+    if stat.S_ISDIR(mode):
+        raise InvalidInput(f"{path} is a directory, not a file", detail={"path": str(path)})
+    if not stat.S_ISREG(mode):
+        raise InvalidInput(f"{path} is not a regular file", detail={"path": str(path)})
+    return path
+
+
+def load_estimator(path: Path) -> Any:
+    """The model a joblib (or pickle) file holds, or `InvalidInput` naming the file.
+
+    Only for the user's own file on the user's own machine (the same trust as the script that
+    wrote it): this runs the pickle's code. Serving never loads artifacts this way.
+    """
+    import joblib
+
+    readable_file(path)
+    try:
+        return joblib.load(path)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except Exception as exc:
+        # Unpickling bytes that are not a pickle fails with whatever they trip over (KeyError,
+        # UnpicklingError, EOFError, a module not installed here, ...): no narrower class says
+        # "this file is not a model that loads here", and each means exactly that.
+        raise InvalidInput(
+            f"{path} does not load as a joblib/pickle model ({type(exc).__name__}: {exc})",
+            detail={"path": str(path)},
+        ) from exc
 
 
 def environment() -> dict[str, str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from berth.config import ADMIN_TOKEN_FILE, SERVING_TOKEN_FILE
 from registry import auth
-from registry.db import Database
+from registry.db import Database, ensure_directory
 from registry.errors import RegistryError
 from registry.schemas import Role, TokenCreate
 
@@ -56,6 +56,7 @@ def bootstrap(database: Database, directory: Path) -> Bootstrapped:
 
     The admin comes first: `bootstrap_admin_token` creates one only while no token exists.
     """
+    ensure_directory(directory, purpose="the token directory")
     admin = directory / ADMIN_TOKEN_FILE
     created = auth.bootstrap_admin_token(database, admin) is not None
     serving = directory / SERVING_TOKEN_FILE

@@ -14,7 +14,7 @@ from registry import auth, migrate
 from registry.config import RegistrySettings
 from registry.db import Database
 from registry.errors import RegistryError
-from registry.main import InsecureBinding, check_binding, create_app
+from registry.main import InsecureBinding, check_binding, check_schema, create_app
 from registry.schemas import Role, TokenCreate
 from registry.service import collect_garbage
 from registry.storage import open_store
@@ -70,8 +70,13 @@ def _serve(settings: RegistrySettings, host: str, port: int) -> int:
     import uvicorn
 
     check_binding(settings, host)
+    app = create_app(settings)
+    if not settings.auto_migrate:
+        # Here as well as at startup: raised inside the lifespan, uvicorn would print it as a
+        # traceback; here it is one line (the lifespan's own check still guards other hosts).
+        check_schema(app.state.db)
     uvicorn.run(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         log_level="info",

@@ -14,11 +14,11 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.errors import DatabaseUnavailable
+from registry.errors import DatabaseUnavailable, Misconfigured
 
 AfterCommit = Callable[[], None]
 
@@ -29,12 +29,25 @@ class Database:
     def __init__(
         self, url: str, *, timeout: float = 3.0, pool_size: int = 10, max_overflow: int = 20
     ) -> None:
-        self.url = make_url(url)
+        try:
+            self.url = make_url(url)
+        except ArgumentError as exc:
+            # Not echoed: a URL that does not parse may still hold a password.
+            raise Misconfigured(
+                "the database URL does not parse: it should look like "
+                "postgresql+psycopg://user:password@host:5432/berth or sqlite:///path/berth.db"
+            ) from exc
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         pool = {"pool_size": pool_size, "max_overflow": max_overflow}
-        self.engine = (
-            _sqlite_engine(url, pool) if self.is_sqlite else _postgres_engine(url, timeout, pool)
-        )
+        try:
+            self.engine = (
+                _sqlite_engine(url, pool)
+                if self.is_sqlite
+                else _postgres_engine(url, timeout, pool)
+            )
+        except (ArgumentError, ImportError) as exc:  # an unknown dialect, a missing driver
+            shown = self.url.render_as_string(hide_password=True)
+            raise Misconfigured(f"the database URL {shown} cannot be used: {exc}") from exc
         # On SQLite a writing transaction starts with BEGIN IMMEDIATE so two writers queue on the
         # busy timeout instead of failing when a read lock upgrades; readers never block in WAL.
         writer = self.engine.execution_options(berth_write=True)
@@ -120,7 +133,7 @@ def _postgres_engine(url: str, timeout: float, pool: dict[str, int]) -> Engine:
 def _sqlite_engine(url: str, pool: dict[str, int]) -> Engine:
     database = make_url(url).database
     if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        ensure_directory(Path(database).parent, purpose="the SQLite database's directory")
     engine = create_engine(
         url,
         connect_args={"timeout": 30, "check_same_thread": False},
@@ -144,3 +157,14 @@ def _sqlite_engine(url: str, pool: dict[str, int]) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def ensure_directory(path: Path, *, purpose: str) -> None:
+    """Create `path` (and its parents) unless it exists; `Misconfigured` naming it and `purpose`
+    if it cannot be (a file in the way, a read-only or missing mount, no permission)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        # mkdir(exist_ok=True) raises FileExistsError only when something else is at the path.
+        reason = "it is not a directory" if isinstance(exc, FileExistsError) else exc.strerror
+        raise Misconfigured(f"cannot use {path} as {purpose}: {reason or exc}") from exc

@@ -165,6 +165,17 @@ class ArtifactMissing(RegistryError):
     code = "artifact_missing"
 
 
+# Never the answer to a request: raised while a process starts or an operator runs a command.
+
+
+class Misconfigured(RegistryError):
+    """The installation cannot start as configured: a database URL no installed driver speaks,
+    a data directory that cannot be created, an artifact store scheme Berth does not know, a
+    schema behind the code, a migration target that does not exist."""
+
+    code = "misconfigured"
+
+
 # 503
 
 
@@ -183,6 +194,7 @@ class StorageUnavailable(Unavailable):
 HTTP_STATUS: dict[str, int] = {
     "internal_error": 500,
     "artifact_missing": 500,
+    "misconfigured": 500,
     "bad_request": 400,
     "invalid_cursor": 400,
     "unauthenticated": 401,

@@ -75,7 +75,7 @@ def create_app(
         replica_signal.bind(loop)
         if settings.auto_migrate:
             await asyncio.to_thread(migrate.upgrade, database)
-        await asyncio.to_thread(_check_schema, database)
+        await asyncio.to_thread(check_schema, database)
         watcher.start()
         try:
             yield
@@ -120,19 +120,14 @@ def create_app(
     return app
 
 
-def _check_schema(database: Database) -> None:
+def check_schema(database: Database) -> None:
+    """Return if the schema is at the code's head, or the database is unreachable (/readyz says
+    so); raise `Misconfigured` naming the command that fixes it otherwise."""
     try:
-        current = migrate.current_revision(database)
+        migrate.require_head(database)
     except DatabaseUnavailable as exc:
         # Start anyway: /readyz reports it, and requests get 503 until the database is back.
         log.warning("database unreachable at start: %s", exc.message)
-        return
-    head = migrate.head_revision(database)
-    if current != head:
-        raise RuntimeError(
-            f"the database schema is at revision {current or 'none'}, this Berth needs {head}: "
-            "run `berth db upgrade` (or `python -m registry db upgrade`)"
-        )
 
 
 def error_response(status: int, code: str, message: str, detail: Any = None) -> JSONResponse:

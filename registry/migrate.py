@@ -12,9 +12,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 
 import migrations
 from registry.db import Database, translate_errors
+from registry.errors import Misconfigured
 
 
 def alembic_config(database: Database) -> Config:
@@ -37,9 +39,12 @@ def downgrade(database: Database, revision: str = "base") -> None:
 
 def _run(database: Database, direction: str, revision: str) -> None:
     config = alembic_config(database)
-    with translate_errors(), database.engine.begin() as conn:
-        config.attributes["connection"] = conn
-        getattr(command, direction)(config, revision)
+    try:
+        with translate_errors(), database.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            getattr(command, direction)(config, revision)
+    except CommandError as exc:  # alembic's word for a revision it cannot find or reach
+        raise Misconfigured(f"cannot {direction} the database to {revision!r}: {exc}") from exc
 
 
 def current_revision(database: Database) -> str | None:
@@ -53,3 +58,15 @@ def head_revision(database: Database) -> str | None:
 
 def is_up_to_date(database: Database) -> bool:
     return current_revision(database) == head_revision(database)
+
+
+def require_head(database: Database) -> None:
+    """Return if the schema is at this code's head; raise `Misconfigured` naming the command
+    that fixes it otherwise (and `DatabaseUnavailable` if the database cannot be asked)."""
+    current = current_revision(database)
+    head = head_revision(database)
+    if current != head:
+        raise Misconfigured(
+            f"the database schema is at revision {current or 'none'}, this Berth needs {head}: "
+            "run `berth db upgrade` (or `python -m registry db upgrade`)"
+        )

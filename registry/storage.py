@@ -28,7 +28,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from registry.errors import ArtifactMissing, StorageUnavailable
+from registry.errors import ArtifactMissing, Misconfigured, StorageUnavailable
 from registry.schemas import SHA256_PATTERN
 
 if TYPE_CHECKING:
@@ -156,14 +156,19 @@ def open_store(
     url: str, *, timeout: float = 5.0, part_size: int = 8 * 1024 * 1024
 ) -> ArtifactStore:
     """Open the store `url` names: `s3://bucket[/prefix]` or `file:///absolute/path`."""
-    parsed = urlparse(url)
+    try:
+        parsed = urlparse(url)
+    except ValueError as exc:
+        raise Misconfigured(f"artifact store URL {url!r} does not parse: {exc}") from exc
     if parsed.scheme == "s3":
         if not parsed.netloc:
-            raise ValueError(f"artifact store URL {url!r} names no bucket")
+            raise Misconfigured(f"artifact store URL {url!r} names no bucket")
         return S3Store(parsed.netloc, parsed.path.strip("/"), timeout=timeout, part_size=part_size)
     if parsed.scheme == "file":
         return FileStore(Path(unquote(parsed.path)))
-    raise ValueError(f"unsupported artifact store {url!r}: use s3://bucket/prefix or file:///path")
+    raise Misconfigured(
+        f"unsupported artifact store {url!r}: use s3://bucket/prefix or file:///path"
+    )
 
 
 # --- local directory ------------------------------------------------------------------------

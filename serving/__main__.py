@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import math
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 
@@ -80,8 +81,11 @@ def main(argv: list[str] | None = None) -> None:
     serve(settings, host=args.host, port=args.port)
 
 
-def serve(settings: ServingSettings, *, host: str, port: int) -> None:
-    """One replica in this process, with the graceful shutdown of `serving.shutdown`."""
+def serve(
+    settings: ServingSettings, *, host: str, port: int, sockets: list[socket.socket] | None = None
+) -> None:
+    """One replica in this process, with the graceful shutdown of `serving.shutdown`; on
+    `sockets` (already bound, for `host`:`port`) when given."""
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -98,7 +102,7 @@ def serve(settings: ServingSettings, *, host: str, port: int) -> None:
         delay_seconds=settings.shutdown_delay_seconds,
         on_drain=app.state.runtime.begin_drain,
     )
-    server.run()
+    server.run(sockets=sockets)
     if not server.started:
         raise SystemExit(3)  # what uvicorn.run exits with when startup fails
 
