@@ -94,36 +94,32 @@ def test_db_upgrade_migrates_a_fresh_postgres_database(
         drop_database(postgres_server, url)
 
 
-@pytest.fixture(scope="module")
-def registry(installation: Installation) -> Iterator[ServiceProcess]:
+def _berth_service(
+    args: list[str], env: dict[str, str], log_path: Path
+) -> Iterator[ServiceProcess]:
+    """`berth <args>` as a real process, up once its /healthz answers, stopped afterwards."""
     process = ServiceProcess(
-        ["registry"],
-        program=[str(BERTH)],
-        env=installation.env,
-        log_path=installation.root / "registry.log",
-        health_path="/healthz",
+        args, program=[str(BERTH)], env=env, log_path=log_path, health_path="/healthz"
     )
     process.start(timeout=60)
     try:
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="module")
+def registry(installation: Installation) -> Iterator[ServiceProcess]:
+    yield from _berth_service(["registry"], installation.env, installation.root / "registry.log")
 
 
 @pytest.fixture(scope="module")
 def serving(installation: Installation, registry: ServiceProcess) -> Iterator[ServiceProcess]:
-    process = ServiceProcess(
+    yield from _berth_service(
         ["serve", "--registry-token-file", str(installation.tokens / "serving-token")],
-        program=[str(BERTH)],
-        env={**CLI_ENV, "BERTH_REGISTRY_URL": registry.url},
-        log_path=installation.root / "serving.log",
-        health_path="/healthz",
+        {**CLI_ENV, "BERTH_REGISTRY_URL": registry.url},
+        installation.root / "serving.log",
     )
-    process.start(timeout=60)
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 def test_berth_registry_answers_its_health_routes(
