@@ -9,13 +9,17 @@ the new version (each process polled every few milliseconds, all at once). Betwe
 it samples the database's connections (`pg_stat_activity`), to show that they are bounded by the
 registries' pools and do not grow with serving processes: serving talks only to a registry, over
 HTTP, and a promotion's wake-up costs each registry one feed query however many replicas wait.
-The registries run with a hard pool cap (BERTH_DATABASE_POOL_SIZE=--pool, no overflow), as an
-operator budgeting Postgres connections would: 2 x (pool + 1 LISTEN) connections at most.
+Authentication is on, as in production: the bench calls the registries with an admin token and
+every serving process reaches its registry with a reader token, so each long-poll and heartbeat
+is a token check too. The registries' pools are `--pool-size` and `--max-overflow` (default 4 and
+0, a hard cap as an operator budgeting Postgres connections would set; the settings' own defaults
+are 10 and 20): 2 x (pool + overflow + 1 LISTEN) connections at most.
 
 Target (issue 8): p99 <= 1 s over the 20 promotions of the 20-process stage.
 Writes bench/results/fanout.json and exits 1 if the target is missed.
 
     make bench-fanout     # or: .venv/bin/python bench/fanout.py [--no-isolation] [--output F]
+                          #     [--pool-size N --max-overflow N]
 
 The isolated loader (the default, BERTH_LOAD_ISOLATION=true) loads each version twice, once in a
 child process; --no-isolation shows what that costs when 20 processes load at once on few cores.
@@ -48,7 +52,7 @@ from sqlalchemy.engine import make_url
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from harness import percentile  # noqa: E402
+from harness import mint_token, percentile  # noqa: E402
 
 from tests.fixtures.databases import (  # noqa: E402
     create_database,
@@ -67,7 +71,6 @@ POLL_SECONDS = 0.025
 """Each process polled 40 times a second: finer polling would load the 2 shared cores more
 than it would sharpen the figure."""
 MODEL = "churn"
-POOL_SIZE = 4
 REGISTRIES = 2
 
 
@@ -103,16 +106,24 @@ def connections(database_url: str) -> int:
     return int(found[0])
 
 
+@dataclass(frozen=True)
+class Pool:
+    size: int
+    max_overflow: int
+
+
 @contextmanager
-def registries(database_url: str, artifacts: Path, logs: Path) -> Iterator[list[ServiceProcess]]:
+def registries(
+    database_url: str, artifacts: Path, logs: Path, pool: Pool
+) -> Iterator[list[ServiceProcess]]:
     env = {
         "BERTH_DATABASE_URL": database_url,
         "BERTH_ARTIFACT_STORE": artifacts.as_uri(),
         "BERTH_DATA_DIR": str(logs),
-        "BERTH_AUTH": "false",
+        "BERTH_AUTH": "true",
         "BERTH_REPLICA_TTL_SECONDS": "15",
-        "BERTH_DATABASE_POOL_SIZE": str(POOL_SIZE),
-        "BERTH_DATABASE_MAX_OVERFLOW": "0",
+        "BERTH_DATABASE_POOL_SIZE": str(pool.size),
+        "BERTH_DATABASE_MAX_OVERFLOW": str(pool.max_overflow),
     }
     processes = [
         ServiceProcess(["registry", "serve"], env=env, log_path=logs / f"registry-{i}.log")
@@ -129,7 +140,7 @@ def registries(database_url: str, artifacts: Path, logs: Path) -> Iterator[list[
 
 
 def start_serving(
-    registry_urls: list[str], first: int, count: int, logs: Path, isolation: bool
+    registry_urls: list[str], first: int, count: int, logs: Path, isolation: bool, token: str
 ) -> list[ServiceProcess]:
     processes = [
         ServiceProcess(
@@ -138,6 +149,9 @@ def start_serving(
                 # Half follow each registry: a promotion made through one must reach both halves.
                 "BERTH_REGISTRY_URL": registry_urls[i % 2],
                 "BERTH_REPLICA_ID": f"serving-{i}",
+                "BERTH_REGISTRY_TOKEN": token,
+                # Open to the bench's own predict polling; its calls to the registry still
+                # carry the reader token.
                 "BERTH_AUTH": "false",
                 "BERTH_LOAD_ISOLATION": "true" if isolation else "false",
                 "BERTH_LOG_LEVEL": "warning",
@@ -174,7 +188,7 @@ async def until_all_serve(urls: list[str], version: int, within: float) -> float
     return time.monotonic() - started
 
 
-def run(isolation: bool, keep_logs: bool) -> dict[str, Any]:
+def run(isolation: bool, keep_logs: bool, pool: Pool) -> dict[str, Any]:
     server = postgres_server_url()
     database_url = create_database(server)
     stages: list[Stage] = []
@@ -185,9 +199,19 @@ def run(isolation: bool, keep_logs: bool) -> dict[str, Any]:
         logs.mkdir()
         if keep_logs:
             print(f"logs in {logs} (kept until the run ends)")
-        regs = stack.enter_context(registries(database_url, workdir / "artifacts", logs))
+        tokens_env = dict(os.environ) | {"BERTH_DATABASE_URL": database_url}
+        admin = mint_token(tokens_env, "fanout-bench", "admin")
+        reader = mint_token(tokens_env, "fanout-serving", "reader")
+        regs = stack.enter_context(registries(database_url, workdir / "artifacts", logs, pool))
         apis = [
-            stack.enter_context(httpx.Client(base_url=r.url + "/api/v1", timeout=60)) for r in regs
+            stack.enter_context(
+                httpx.Client(
+                    base_url=r.url + "/api/v1",
+                    headers={"Authorization": f"Bearer {admin}"},
+                    timeout=60,
+                )
+            )
+            for r in regs
         ]
         total = sum(n for _, n in STAGES) + 1
         for number in range(1, total + 1):
@@ -207,7 +231,7 @@ def run(isolation: bool, keep_logs: bool) -> dict[str, Any]:
         for count, promotions in STAGES:
             began = time.monotonic()
             serving += start_serving(
-                [r.url for r in regs], len(serving), count - len(serving), logs, isolation
+                [r.url for r in regs], len(serving), count - len(serving), logs, isolation, reader
             )
             urls = [p.url for p in serving]
             asyncio.run(until_all_serve(urls, version, within=120))
@@ -251,8 +275,9 @@ def run(isolation: bool, keep_logs: bool) -> dict[str, Any]:
             "database": "postgres (a fresh database)",
             "artifacts": "local directory",
             "load_isolation": isolation,
-            "registry_pool": {"size": POOL_SIZE, "max_overflow": 0},
-            "connection_bound": REGISTRIES * (POOL_SIZE + 1),
+            "authentication": "on (admin token for the bench, reader token for serving)",
+            "registry_pool": {"size": pool.size, "max_overflow": pool.max_overflow},
+            "connection_bound": REGISTRIES * (pool.size + pool.max_overflow + 1),
             "poll_interval_seconds": POLL_SECONDS,
         },
         "stages": [s.summary() for s in stages],
@@ -299,9 +324,15 @@ def main() -> int:
         help="Load in the serving process itself (BERTH_LOAD_ISOLATION=false).",
     )
     parser.add_argument("--keep-logs", action="store_true")
+    parser.add_argument("--pool-size", type=int, default=4, help="BERTH_DATABASE_POOL_SIZE")
+    parser.add_argument("--max-overflow", type=int, default=0, help="BERTH_DATABASE_MAX_OVERFLOW")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench/results/fanout.json")
     args = parser.parse_args()
-    result = run(isolation=not args.no_isolation, keep_logs=args.keep_logs)
+    result = run(
+        isolation=not args.no_isolation,
+        keep_logs=args.keep_logs,
+        pool=Pool(args.pool_size, args.max_overflow),
+    )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(
