@@ -54,58 +54,16 @@ class UnsupportedFlavor(Exception):
 def predictor_of(estimator: Any) -> Predictor:
     """The output methods a deserialised estimator offers; TypeError when it cannot predict."""
     methods: dict[str, Method] = {}
-    checks_finite = _checks_finite_itself(estimator)
     for name in OUTPUT_METHODS:
         # hasattr, not getattr with a default: sklearn's `available_if` raises AttributeError
         # for methods the fitted estimator lacks (predict_proba on a regressor pipeline).
         if hasattr(estimator, name):
             method = getattr(estimator, name)
             if callable(method):
-                methods[name] = _finite_checked(method, *checks_finite) if checks_finite else method
+                methods[name] = method
     if "predict" not in methods:
         raise TypeError(f"the artifact holds a {type(estimator).__name__}, which has no predict")
     return SklearnPredictor(estimator=estimator, methods=methods)
-
-
-def _checks_finite_itself(estimator: Any) -> tuple[bool] | None:
-    """`(allow_nan,)` for a single scikit-learn estimator whose input check Berth can take over;
-    None for anything else (pipelines and other composites, which check between their steps)."""
-    try:
-        from sklearn.base import BaseEstimator
-        from sklearn.utils import get_tags
-
-        if not isinstance(estimator, BaseEstimator):
-            return None
-        params = estimator.get_params(deep=False).values()
-        if any(isinstance(v, BaseEstimator | list | tuple | dict) for v in params):
-            return None
-        return (bool(get_tags(estimator).input_tags.allow_nan),)
-    except Exception:  # an estimator whose params or tags misbehave keeps sklearn's own check
-        return None
-
-
-def _finite_checked(method: Method, allow_nan: bool) -> Method:
-    """`method` with scikit-learn's finiteness check done here, as one numpy call.
-
-    scikit-learn checks every input for NaN and infinity before it predicts, through its
-    array-API dispatch: for a one-row request that costs about a fifth of a LinearRegression
-    predict, more than all of Berth's routing. The same verdict from `np.isfinite` takes about
-    a microsecond, after which the estimator is told to assume finite input. Numeric arrays
-    only; an object array (string features) keeps scikit-learn's own check.
-    """
-    from sklearn import config_context
-
-    def call(inputs: np.ndarray[Any, Any]) -> Any:
-        kind = inputs.dtype.kind
-        if kind not in "fiub":
-            return method(inputs)
-        if kind == "f" and not allow_nan and not np.isfinite(inputs).all():
-            # What scikit-learn itself raises (a ValueError: the caller's 422), said once.
-            raise ValueError("Input contains NaN or infinity, which this model does not accept")
-        with config_context(assume_finite=True):
-            return method(inputs)
-
-    return call
 
 
 def _load_checked(flavor: str) -> Callable[[Path], Predictor]:

@@ -16,7 +16,6 @@ from serving.loader import (
     Predictor,
     load_model,
     outputs_match,
-    predictor_of,
 )
 from tests.serving.factories import artifact, classifier, metadata, regressor, row
 from tests.serving.fakes import FakeRegistry
@@ -149,70 +148,3 @@ def test_outputs_match_compares_numbers_within_tolerance_and_labels_exactly() ->
     assert outputs_match(["a", "b"], ["a", "b"], rtol=0, atol=0) is None
     assert outputs_match(["a", "b"], ["a", "c"], rtol=0, atol=0) is not None
     assert "shape" in (outputs_match([[1.0]], [1.0], rtol=0, atol=0) or "")
-
-
-# --- scikit-learn's finiteness check, taken over -------------------------------------------
-
-
-@pytest.fixture
-def sklearn_finite_checks(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Each call of scikit-learn's own NaN/infinity check, as whether it did the work: False
-    when told to assume finite input (it returns at once then)."""
-    import sklearn
-    from sklearn.utils import validation
-
-    calls: list[bool] = []
-    original = validation._assert_all_finite
-
-    def recording(*args: Any, **kwargs: Any) -> Any:
-        calls.append(not sklearn.get_config()["assume_finite"])
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(validation, "_assert_all_finite", recording)
-    return calls
-
-
-def test_a_single_estimator_predicts_the_same_without_sklearns_finiteness_check(
-    sklearn_finite_checks: list[bool],
-) -> None:
-    estimator = regressor(offset=1)
-    inputs = np.array([row(), row(value=2.5)])
-    expected = estimator.predict(inputs)
-    assert any(sklearn_finite_checks), "scikit-learn checks finiteness on its own"
-    sklearn_finite_checks.clear()
-
-    answer = predictor_of(estimator).methods["predict"](inputs)
-
-    np.testing.assert_array_equal(answer, expected)
-    assert not any(sklearn_finite_checks)
-
-
-@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_non_finite_input_is_still_refused_where_the_model_refuses_it(bad: float) -> None:
-    inputs = np.array([row(), [1.0, bad, 3.0]])
-    with pytest.raises(ValueError, match="NaN|infinity"):
-        predictor_of(regressor()).methods["predict"](inputs)
-
-
-def test_a_model_that_takes_missing_values_still_gets_them() -> None:
-    from sklearn.ensemble import HistGradientBoostingRegressor
-
-    x = np.random.default_rng(0).normal(size=(200, 3))
-    x[::7, 1] = np.nan
-    estimator = HistGradientBoostingRegressor(max_iter=5).fit(x, np.nan_to_num(x).sum(axis=1))
-    inputs = np.array([[0.5, np.nan, 1.0]])
-    np.testing.assert_array_equal(
-        predictor_of(estimator).methods["predict"](inputs), estimator.predict(inputs)
-    )
-
-
-def test_pipelines_keep_sklearns_own_checks(sklearn_finite_checks: list[bool]) -> None:
-    from sklearn.linear_model import LinearRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    x = np.random.default_rng(0).normal(size=(50, 3))
-    pipeline = make_pipeline(StandardScaler(), LinearRegression()).fit(x, x.sum(axis=1))
-    predictor_of(pipeline).methods["predict"](x[:2])
-    assert all(sklearn_finite_checks), "a composite checks between its steps: left alone"
-    assert sklearn_finite_checks
