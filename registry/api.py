@@ -19,9 +19,9 @@ from registry import repository as repo
 from registry.auth import Admin, Public, Publisher, Reader, RegistryAdmin
 from registry.config import RegistrySettings
 from registry.db import Database
-from registry.errors import BadRequest, InvalidCursor, Unavailable
+from registry.errors import BadRequest, FileNotFound, InvalidCursor, Unavailable
 from registry.feed import SharedReads
-from registry.models import VersionFile, utcnow
+from registry.models import utcnow
 from registry.schemas import (
     FILE_NAME_PATTERN,
     NAME_PATTERN,
@@ -31,6 +31,7 @@ from registry.schemas import (
     AliasUpdate,
     AuditEventOut,
     ChangesOut,
+    FileOut,
     GcReport,
     Health,
     ModelCreate,
@@ -298,12 +299,30 @@ def list_versions(
     return Page(items=[presenters.version_out(v) for v in versions], next_cursor=next_cursor)
 
 
+async def _shared_version(request: Request, name: str, version: int) -> VersionOut:
+    """The version, read once for every request that asks for it at the same moment.
+
+    A promotion sends every serving replica for the new version's record and then its bytes at
+    once; read one by one, that was a pooled connection per replica, so the registry's Postgres
+    connections grew with the fleet. Shared, it is one query per version per process. A read
+    that finished is never reused (`SharedReads`): a request sees every commit made before it.
+    """
+    state = request.app.state
+    shared: SharedReads[VersionOut] = state.version_reads
+
+    def fetch() -> VersionOut:
+        with state.db.transaction(write=False) as session:
+            row = RegistryService(session, actor="reader").get_version(name, version)
+            return presenters.version_out(row)
+
+    return await shared.read((name, version), partial(run_in_threadpool, fetch))
+
+
 @router.get("/models/{name}/versions/{version}", tags=["versions"])
-def get_version(
-    name: ModelName, version: VersionNumber, session: SessionDep, principal: Reader
+async def get_version(
+    name: ModelName, version: VersionNumber, request: Request, principal: Reader
 ) -> VersionOut:
-    service = RegistryService(session, actor=principal.actor)
-    return presenters.version_out(service.get_version(name, version))
+    return await _shared_version(request, name, version)
 
 
 @router.patch("/models/{name}/versions/{version}", tags=["versions"])
@@ -339,16 +358,16 @@ _ARTIFACT_RESPONSES: dict[int | str, dict[str, Any]] = {
     response_class=Response,
     responses=_ARTIFACT_RESPONSES,
 )
-def download_artifact(
+async def download_artifact(
     name: ModelName,
     version: VersionNumber,
-    session: SessionDep,
+    request: Request,
     principal: Reader,
     settings: SettingsDep,
     store: StoreDep,
 ) -> Response:
     """The primary artifact's bytes; `X-Berth-Sha256` carries the digest to verify."""
-    file = RegistryService(session, actor=principal.actor).get_file(name, version, PRIMARY_FILE)
+    file = _file_of(await _shared_version(request, name, version), PRIMARY_FILE)
     return _file_response(store, settings, file, filename=f"{name}-v{version}.{file.name}")
 
 
@@ -358,22 +377,29 @@ def download_artifact(
     response_class=Response,
     responses=_ARTIFACT_RESPONSES,
 )
-def download_file(
+async def download_file(
     name: ModelName,
     version: VersionNumber,
     file: FileName,
-    session: SessionDep,
+    request: Request,
     principal: Reader,
     settings: SettingsDep,
     store: StoreDep,
 ) -> Response:
     """Any file of a version by its part name (`artifact`, `onnx`, ...)."""
-    row = RegistryService(session, actor=principal.actor).get_file(name, version, file)
-    return _file_response(store, settings, row, filename=f"{name}-v{version}.{row.name}")
+    found = _file_of(await _shared_version(request, name, version), file)
+    return _file_response(store, settings, found, filename=f"{name}-v{version}.{found.name}")
+
+
+def _file_of(version: VersionOut, name: str) -> FileOut:
+    for file in version.files:
+        if file.name == name:
+            return file
+    raise FileNotFound(version.model, version.version, name)
 
 
 def _file_response(
-    store: ArtifactStore, settings: RegistrySettings, file: VersionFile, *, filename: str
+    store: ArtifactStore, settings: RegistrySettings, file: FileOut, *, filename: str
 ) -> Response:
     headers = {"X-Berth-Sha256": file.sha256, "ETag": f'"{file.sha256}"'}
     if settings.artifact_redirect:

@@ -23,7 +23,7 @@ from registry.db import Database
 from registry.errors import HTTP_STATUS, DatabaseUnavailable, RegistryError
 from registry.feed import FeedWatcher, SharedReads, Signal
 from registry.limits import UniformTooLarge
-from registry.schemas import ChangesOut, ErrorBody, is_loopback
+from registry.schemas import ChangesOut, ErrorBody, VersionOut, is_loopback
 from registry.storage import ArtifactStore, open_store
 
 log = logging.getLogger("registry")
@@ -107,6 +107,7 @@ def create_app(
     app.state.store = store
     app.state.feed_signal = feed_signal
     app.state.feed_reads = SharedReads[ChangesOut]()
+    app.state.version_reads = SharedReads[VersionOut]()
     app.state.replica_signal = replica_signal
     app.state.token_cache = auth.TokenCache(settings.token_cache_seconds)
     app.state.replica_writes = threading.Lock()

@@ -21,7 +21,6 @@ from registry import repository as repo
 from registry.db import Database
 from registry.errors import (
     AliasNotFound,
-    FileNotFound,
     Forbidden,
     InvalidCursor,
     InvalidInput,
@@ -219,13 +218,6 @@ class RegistryService:
         if version is None:
             raise VersionNotFound(name, number)
         return version
-
-    def get_file(self, name: str, number: int, file_name: str) -> VersionFile:
-        version = self.get_version(name, number)
-        for file in version.files:
-            if file.name == file_name:
-                return file
-        raise FileNotFound(name, number, file_name)
 
     def list_versions(
         self, name: str, *, cursor: str | None, limit: int, status: VersionStatus | None

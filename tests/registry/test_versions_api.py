@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from registry.config import RegistrySettings
+from registry.service import RegistryService
 from tests.conftest import Backend, RunningRegistry, make_settings, run_registry
 from tests.fixtures.factories import (
     example_for,
@@ -359,3 +364,39 @@ def test_bad_metadata_before_the_artifact_fails_without_storing_it(
     assert_error(response, 422, "invalid_input")
     assert list(registry.store.list_pending()) == []
     assert list(registry.store.list_blobs()) == []
+
+
+def test_replicas_fetching_a_new_version_at_once_share_one_database_read(
+    registry: RunningRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A promotion sends every replica for the version's record and bytes at the same moment;
+    the registry's database work must not grow with the fleet."""
+    data = random_bytes(4096)
+    upload_ok(registry.api, "churn", data)
+    reads: list[int] = []
+    original = RegistryService.get_version
+
+    def slow_counting(self: RegistryService, name: str, number: int) -> Any:
+        reads.append(number)
+        time.sleep(0.5)  # every request below arrives while this read is in flight
+        return original(self, name, number)
+
+    monkeypatch.setattr(RegistryService, "get_version", slow_counting)
+    count = 16
+    barrier = threading.Barrier(count)
+
+    def fetch(i: int) -> httpx.Response:
+        barrier.wait()
+        path = "/models/churn/versions/1" + ("/artifact" if i % 2 else "")
+        return registry.api.get(path, follow_redirects=True)
+
+    with ThreadPoolExecutor(count) as workers:
+        responses = list(workers.map(fetch, range(count)))
+    assert [r.status_code for r in responses] == [200] * count
+    assert all(r.json()["sha256"] == sha256(data) for r in responses[::2])
+    assert all(r.content == data for r in responses[1::2])
+    assert len(reads) <= 2, f"{len(reads)} database reads for {count} requests"
+    # A read that finished is never reused: the next request reads afresh.
+    assert registry.api.get("/models/churn/versions/1").status_code == 200
+    assert len(reads) <= 3
+    assert_error(registry.api.get("/models/churn/versions/1/files/onnx"), 404, "file_not_found")
