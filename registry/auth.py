@@ -16,7 +16,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -142,7 +142,9 @@ class TokenCache:
     a burst of connections as large as the fleet. Only successes are kept (a refused secret is
     asked again), and revoking a token through this process clears the cache at once; a token
     revoked elsewhere (another registry process, `berth token revoke --database`) keeps working
-    here for at most the TTL.
+    here for at most the TTL. When an entry runs out, every request that carries the token at
+    that moment shares one database read (`resolve`), as a fleet of replicas sharing one token
+    would otherwise all miss at once.
     """
 
     def __init__(
@@ -153,6 +155,34 @@ class TokenCache:
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self._reading: dict[str, _Read] = {}
+
+    def resolve(self, digest: str, read: Callable[[], Principal]) -> Principal:
+        """The cached principal, or `read()`'s, shared by every caller missing it meanwhile."""
+        if (known := self.get(digest)) is not None:
+            return known
+        with self._lock:
+            pending = self._reading.get(digest)
+            leader = pending is None
+            if pending is None:
+                pending = self._reading[digest] = _Read()
+        if not leader:
+            pending.done.wait()
+            if pending.error is not None:
+                raise pending.error
+            assert pending.principal is not None
+            return pending.principal
+        try:
+            pending.principal = read()
+        except BaseException as exc:
+            pending.error = exc
+            raise
+        finally:
+            with self._lock:
+                del self._reading[digest]
+            pending.done.set()
+        self.put(digest, pending.principal)
+        return pending.principal
 
     def get(self, digest: str) -> Principal | None:
         with self._lock:
@@ -179,11 +209,22 @@ class TokenCache:
             self._entries.clear()
 
 
+@dataclass(slots=True)
+class _Read:
+    done: threading.Event = field(default_factory=threading.Event)
+    principal: Principal | None = None
+    error: BaseException | None = None
+
+
 def authenticate(database: Database, secret: str, cache: TokenCache | None = None) -> Principal:
     """Resolve a bearer secret to its principal, or raise `Unauthenticated`."""
     digest = hash_secret(secret)
-    if cache is not None and (known := cache.get(digest)) is not None:
-        return known
+    if cache is None:
+        return _principal_of(database, digest)
+    return cache.resolve(digest, lambda: _principal_of(database, digest))
+
+
+def _principal_of(database: Database, digest: str) -> Principal:
     with database.transaction(write=False) as session:
         token = repo.token_by_hash(session, digest)
     # compare_digest keeps the final check constant-time even though the lookup is by hash.
@@ -195,15 +236,12 @@ def authenticate(database: Database, secret: str, cache: TokenCache | None = Non
     if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:
         with database.transaction() as session:
             repo.touch_token(session, token.id, now)
-    principal = Principal(
+    return Principal(
         name=token.name,
         role=Role(token.role),
         token_id=token.id,
         models=frozenset(token.models) if token.models is not None else None,
     )
-    if cache is not None:
-        cache.put(digest, principal)
-    return principal
 
 
 _bearer = HTTPBearer(auto_error=False, description="A Berth token: `berth token create`.")

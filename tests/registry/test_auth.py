@@ -16,6 +16,7 @@ from sqlalchemy import event
 
 from registry import auth
 from registry.config import RegistrySettings
+from registry.errors import Unauthenticated
 from registry.main import InsecureBinding, check_binding, create_app
 from registry.schemas import Role, TokenCreate
 from tests.conftest import Backend, RunningRegistry, make_settings, run_registry
@@ -320,6 +321,50 @@ def test_a_token_revoked_elsewhere_stops_working_within_the_cache_ttl(
         assert client.get("/models").status_code == 200
         time.sleep(0.6)
         assert_error(client.get("/models"), 401, "unauthenticated")
+
+
+def test_callers_missing_the_token_cache_at_once_share_one_read() -> None:
+    now = [0.0]
+    cache = auth.TokenCache(5.0, clock=lambda: now[0])
+    principal = auth.Principal(name="serving", role=Role.reader, token_id=7)
+    reads: list[int] = []
+
+    def read() -> auth.Principal:
+        reads.append(1)
+        time.sleep(0.3)  # every caller below arrives while this read is in flight
+        return principal
+
+    count = 16
+    barrier = threading.Barrier(count)
+
+    def resolve(_: int) -> auth.Principal:
+        barrier.wait()
+        return cache.resolve("digest", read)
+
+    with ThreadPoolExecutor(count) as workers:
+        assert list(workers.map(resolve, range(count))) == [principal] * count
+    assert len(reads) == 1
+    assert cache.resolve("digest", read) is principal  # cached
+    assert len(reads) == 1
+    now[0] = 5.0
+    assert cache.resolve("digest", read) is principal  # expired: asked again
+    assert len(reads) == 2
+
+    def refused() -> auth.Principal:
+        time.sleep(0.3)
+        raise Unauthenticated("the bearer token is not valid")
+
+    def resolve_refused(_: int) -> str:
+        barrier.wait()
+        try:
+            cache.resolve("other", refused)
+        except Unauthenticated as exc:
+            return exc.code
+        return "admitted"
+
+    with ThreadPoolExecutor(count) as workers:
+        assert set(workers.map(resolve_refused, range(count))) == {"unauthenticated"}
+    assert cache.get("other") is None  # a refusal is never cached
 
 
 def test_replicas_reporting_at_once_share_one_database_connection(
