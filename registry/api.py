@@ -512,7 +512,9 @@ async def alias_rollout(
     principal: Reader,
     settings: SettingsDep,
     database: DatabaseDep,
-    revision: Annotated[int | None, Query(ge=1, description="Default: the current one.")] = None,
+    revision: Annotated[
+        int | None, Query(ge=1, le=2**31 - 1, description="Default: the current one.")
+    ] = None,
     wait: Annotated[float, Query(ge=0, le=600, description="Seconds to wait for it.")] = 0,
 ) -> Rollout:
     """Which live replicas serve which revision; with `wait`, returns once all serve it.
@@ -562,7 +564,9 @@ async def changes(
     principal: Reader,
     settings: SettingsDep,
     database: DatabaseDep,
-    after: Annotated[int, Query(ge=0, description="The last position you applied.")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=2**63 - 1, description="The last position you applied.")
+    ] = 0,
     wait: Annotated[float, Query(ge=0, le=600, description="Long-poll for up to this long.")] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> ChangesOut:

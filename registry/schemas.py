@@ -318,7 +318,10 @@ class AliasUpdate(Schema):
 
 class RollbackRequest(Schema):
     to_revision: int | None = Field(
-        default=None, ge=1, description="Restore this revision; default: the one before."
+        default=None,
+        ge=1,
+        le=2**31 - 1,
+        description="Restore this revision; default: the one before.",
     )
     reason: Annotated[str, Field(max_length=1000)] = ""
 

@@ -259,3 +259,23 @@ async def _failed_shared_read() -> None:
     )
     assert all(isinstance(r, RuntimeError) for r in results)
     assert await shared.read("k", fine) == "ok"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params", "body"),
+    [
+        ("GET", "/changes", {"after": 2**63}, None),
+        ("GET", "/models/churn/aliases/production/rollout", {"revision": 2**31}, None),
+        ("POST", "/models/churn/aliases/production/rollback", {}, {"to_revision": 2**31}),
+        ("POST", "/models/churn/aliases/production/rollback", {}, {"to_revision": 10**30}),
+    ],
+)
+def test_numbers_past_what_the_database_stores_are_422_not_a_crash(
+    api: httpx.Client, method: str, path: str, params: dict[str, int], body: Any
+) -> None:
+    # Found by `make fuzz`: a feed position past 64 bits overflowed SQLite's INTEGER (a 500).
+    seed(api)
+    promote(api, "churn", 1)
+    response = api.request(method, path, params=params, json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "invalid_request"
