@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import gc as collector  # `gc` is a command here
 import json
 import logging
 import os
@@ -360,6 +361,9 @@ def _serve(
         proxy_headers=False,
     )
     server = Server(config)
+    # As registry.__main__.freeze_startup_heap: full collections skip the startup heap.
+    collector.collect()
+    collector.freeze()
     server.run(sockets=sockets)
     if not server.started:
         raise typer.Exit(1)

@@ -6,6 +6,7 @@ The `berth` CLI wraps the same functions; this entry point needs nothing but the
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import sys
@@ -66,6 +67,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def freeze_startup_heap() -> None:
+    """Move everything alive now out of the garbage collector's sight, for good.
+
+    What a process holds when it starts to serve (numpy, scikit-learn, SQLAlchemy, the app) is
+    never garbage, yet every full collection walked all of it: 100-170 ms pauses that put the
+    p95 of listing 50 versions at 87 ms against a p50 of 19. Frozen, full passes see only what
+    requests allocate. In the entry points, not `create_app`: a test process builds many apps,
+    and cyclic garbage that was frozen would never be collected.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def _serve(settings: RegistrySettings, host: str, port: int) -> int:
     import uvicorn
 
@@ -75,6 +89,7 @@ def _serve(settings: RegistrySettings, host: str, port: int) -> int:
         # Here as well as at startup: raised inside the lifespan, uvicorn would print it as a
         # traceback; here it is one line (the lifespan's own check still guards other hosts).
         check_schema(app.state.db)
+    freeze_startup_heap()
     uvicorn.run(
         app,
         host=host,
