@@ -50,11 +50,6 @@ class Principal:
         """How the audit trail names this caller."""
         return f"token:{self.token_id}:{self.name}" if self.token_id is not None else self.name
 
-    def may(self, role: Role, model: str | None = None) -> bool:
-        if self.role.rank < role.rank:
-            return False
-        return model is None or self.sees(model)
-
     def sees(self, model: str) -> bool:
         """The token's scope includes `model`; an unscoped token sees every model."""
         return self.models is None or model in self.models
