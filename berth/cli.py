@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import gc as collector  # `gc` is a command here
 import json
 import logging
 import os
@@ -344,6 +343,8 @@ def _serve(
 ) -> None:
     import uvicorn
 
+    from registry.main import freeze_startup_heap
+
     class Server(uvicorn.Server):
         async def shutdown(self, sockets: list[Any] | None = None) -> None:
             if before_shutdown is not None:
@@ -361,9 +362,7 @@ def _serve(
         proxy_headers=False,
     )
     server = Server(config)
-    # As registry.__main__.freeze_startup_heap: full collections skip the startup heap.
-    collector.collect()
-    collector.freeze()
+    freeze_startup_heap()
     server.run(sockets=sockets)
     if not server.started:
         raise typer.Exit(1)

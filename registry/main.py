@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import uuid
@@ -129,6 +130,19 @@ def check_schema(database: Database) -> None:
     except DatabaseUnavailable as exc:
         # Start anyway: /readyz reports it, and requests get 503 until the database is back.
         log.warning("database unreachable at start: %s", exc.message)
+
+
+def freeze_startup_heap() -> None:
+    """Move everything alive now out of the garbage collector's sight, for good.
+
+    What a process holds when it starts to serve (numpy, scikit-learn, SQLAlchemy, the app) is
+    never garbage, yet every full collection walked all of it: 100-170 ms pauses that put the
+    p95 of listing 50 versions at 87 ms against a p50 of 19. Frozen, full passes see only what
+    requests allocate. In the entry points, not `create_app`: a test process builds many apps,
+    and cyclic garbage that was frozen would never be collected.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def error_response(status: int, code: str, message: str, detail: Any = None) -> JSONResponse:

@@ -104,7 +104,7 @@ def serve(
         on_drain=app.state.runtime.begin_drain,
     )
     # The startup heap (numpy, scikit-learn, the app) is never garbage; frozen, the collector's
-    # full passes skip it instead of pausing predicts to walk it (registry.__main__ says more).
+    # full passes skip it instead of pausing predicts to walk it (registry.main says more).
     gc.collect()
     gc.freeze()
     server.run(sockets=sockets)
