@@ -305,7 +305,8 @@ async def _shared_version(request: Request, name: str, version: int) -> VersionO
     A promotion sends every serving replica for the new version's record and then its bytes at
     once; read one by one, that was a pooled connection per replica, so the registry's Postgres
     connections grew with the fleet. Shared, it is one query per version per process. A read
-    that finished is never reused (`SharedReads`): a request sees every commit made before it.
+    that finished is never reused (`SharedReads`), so a request that joins one sees the version
+    as of at most one query's time before it arrived (a PATCH racing it may not show yet).
     """
     state = request.app.state
     shared: SharedReads[VersionOut] = state.version_reads
