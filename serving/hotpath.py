@@ -9,8 +9,9 @@ and answers every `ServingError` itself as JSON.
 
 So `ServingApp` tries the inference routes (`POST` only, the same `Route` objects the router
 holds, so paths, converters and OpenAPI stay one definition) before the stack, and calls a
-matching endpoint with only the request id around it. What the skipped layers would still have
-done is done here: an unexpected exception is the uniform JSON 500, logged once. Everything
+matching endpoint with only the request id around it, set inline rather than by a middleware
+wrapping `send`. What the skipped layers would still have done is done here: an unexpected
+exception is the uniform JSON 500, logged once. Everything
 else — other methods, other paths, a path that matches with the wrong method (a 405) — takes
 the full stack. With tracing on the short way is off: FastAPI's telemetry makes the request's
 server span, and a trace must not lose it.
@@ -21,15 +22,17 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI
+from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.errors import ServingError, error_body
-from serving.observability import RequestIdMiddleware
+from serving.observability import REQUEST_ID, request_id_of
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +45,60 @@ def unexpected_error(scope: Scope) -> Response:
     return JSONResponse(error_body(error), status_code=500)
 
 
+class IndexedHeaders(Headers):
+    """Starlette's `Headers`, looked up through one dictionary built up front.
+
+    `Headers.get` scans the list and, for an absent header, raises and catches a `KeyError`;
+    a predict asks for four (authorization, length, type, routing key), half of them usually
+    absent. As in `Headers`, the first of repeated headers is the one seen.
+    """
+
+    def __init__(self, scope: Scope) -> None:
+        super().__init__(scope=scope)
+        self._index: dict[bytes, bytes] = dict(reversed(scope["headers"]))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self._index.get(key.lower().encode("latin-1"))
+        return default if value is None else value.decode("latin-1")
+
+    def __getitem__(self, key: str) -> str:
+        value = self._index.get(key.lower().encode("latin-1"))
+        if value is None:
+            raise KeyError(key)
+        return value.decode("latin-1")
+
+    def __contains__(self, key: Any) -> bool:
+        return key.lower().encode("latin-1") in self._index
+
+
+class HotRequest(Request):
+    """The request the short way hands its endpoints: headers through `IndexedHeaders`."""
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        super().__init__(scope, receive)
+        self._indexed = IndexedHeaders(scope)
+
+    @property
+    def headers(self) -> Headers:
+        return self._indexed
+
+
 async def _call_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+    """The endpoint, with what `RequestIdMiddleware` does on the full stack done inline: the id
+    goes straight into the response's headers instead of through a wrapper around `send`."""
+    request_id, id_header = request_id_of(scope)
+    token = REQUEST_ID.set(request_id)
     try:
-        response: Response = await scope["endpoint"](Request(scope, receive))
-    except ClientDisconnect:
-        return  # the caller left while sending its body: nobody to answer, nothing to log
-    except Exception:
-        response = unexpected_error(scope)
-    await response(scope, receive, send)
+        try:
+            response: Response = await scope["endpoint"](HotRequest(scope, receive))
+        except ClientDisconnect:
+            return  # the caller left while sending its body: nobody to answer, nothing to log
+        except Exception:
+            response = unexpected_error(scope)
+        response.raw_headers.append(id_header)
+        await response(scope, receive, send)
+    finally:
+        REQUEST_ID.reset(token)
 
 
 class ServingApp(FastAPI):
@@ -61,7 +110,6 @@ class ServingApp(FastAPI):
         if any(route.methods != {"POST"} for route in routes):
             raise ValueError("only POST routes take the short way")
         self.hot_routes = tuple(routes)
-        self._hot: ASGIApp = RequestIdMiddleware(_call_endpoint)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -72,7 +120,7 @@ class ServingApp(FastAPI):
                         scope["root_path"] = self.root_path
                     scope["app"] = self
                     scope.update(child)
-                    await self._hot(scope, receive, send)
+                    await _call_endpoint(scope, receive, send)
                     return
         await super().__call__(scope, receive, send)
 

@@ -63,10 +63,14 @@ RESPONSE_KEYS = {"predict": "predictions"}
 and most clients read); every other method answers under its own name (`predict_proba`)."""
 
 
+RawHeaders: TypeAlias = tuple[tuple[bytes, bytes], ...]
+"""Response headers as ASGI sends them: lower-case names and values, already encoded."""
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     content: bytes
-    headers: dict[str, str]
+    headers: RawHeaders
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +81,11 @@ class Endpoint:
     version: int
     alias: str | None
     """The alias that routed the request; None for a pinned version."""
+    sha256: str
     prefix: bytes
     """The head of Berth's own JSON answer, `{"model": ..., "version": ..., "alias": ...`."""
-    headers: dict[str, str]
+    headers: RawHeaders
+    """`X-Model-Version` and `X-Model-Sha256`, encoded once here instead of on every answer."""
     metrics: EndpointMetrics
 
 
@@ -158,7 +164,7 @@ class PredictService:
     def _endpoint(self, model: LoadedModel, alias: str | None) -> Endpoint:
         key = (model.name, model.version, alias)
         found = self._endpoints.get(key)
-        if found is None or found.headers["X-Model-Sha256"] != model.sha256:
+        if found is None or found.sha256 != model.sha256:
             head: dict[str, Any] = {"model": model.name, "version": model.version}
             if alias is not None:
                 head["alias"] = alias
@@ -166,8 +172,12 @@ class PredictService:
                 name=model.name,
                 version=model.version,
                 alias=alias,
+                sha256=model.sha256,
                 prefix=json.dumps(head).encode()[:-1],
-                headers={"X-Model-Version": str(model.version), "X-Model-Sha256": model.sha256},
+                headers=(
+                    (b"x-model-version", str(model.version).encode()),
+                    (b"x-model-sha256", model.sha256.encode()),
+                ),
                 metrics=self._metrics.endpoint(model.name, model.version, alias),
             )
             self._endpoints[key] = found
@@ -356,7 +366,7 @@ def parse_json(body: bytes) -> Any:
         parsed = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise MalformedBody(f"the body is not valid JSON: {exc}"[:300], detail={}) from exc
-    check_json(parsed)
+    check_json(parsed, text=body)
     return parsed
 
 

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from registry.schemas import Role
-from serving.api import ROUTING_KEY_HEADER, read_body
+from serving.api import ROUTING_KEY_HEADER, AnswerResponse, read_body
 from serving.auth import declare
 from serving.errors import ServingError
 from serving.protocols.common import Guard, encode_predictions, error_response, open_door
@@ -48,7 +48,7 @@ def predict_routes(
             )
         except ServingError as exc:
             return v1_error(exc)
-        return Response(answer.content, media_type="application/json", headers=answer.headers)
+        return AnswerResponse(answer.content, answer.headers)
 
     return [Route("/v1/models/{name}:predict", predict, methods=["POST"])]
 

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from registry.schemas import Role
-from serving.api import ROUTING_KEY_HEADER, is_csv, read_body
+from serving.api import ROUTING_KEY_HEADER, AnswerResponse, is_csv, read_body
 from serving.auth import PUBLIC, declare
 from serving.errors import NotFound, ServingError, status_of
 from serving.inputs import parse_body
@@ -83,7 +83,7 @@ def invocation_routes(
             )
         except ServingError as exc:
             return mlflow_error(exc)
-        return Response(answer.content, media_type="application/json", headers=answer.headers)
+        return AnswerResponse(answer.content, answer.headers)
 
     @declare(Role.reader.value)
     async def invocations(request: Request) -> Response:

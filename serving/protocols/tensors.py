@@ -257,7 +257,7 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     except (ValueError, RecursionError) as exc:
         raise MalformedBody(f"the inference request is not valid JSON: {exc}"[:300]) from exc
     # The same bounds as every predict body: nesting depth and items per array.
-    check_json(payload)
+    check_json(payload, text=body)
     if type(payload) is not dict:
         raise InvalidTensor("the inference request must be a JSON object with 'inputs'")
     raw_inputs = payload.get("inputs")

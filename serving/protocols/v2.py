@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from registry.schemas import Role
-from serving.api import ROUTING_KEY_HEADER, read_body
+from serving.api import ROUTING_KEY_HEADER, AnswerResponse, read_body
 from serving.auth import PUBLIC, declare
 from serving.errors import BadRequest, ModelUnavailable, ServingError, status_of
 from serving.loader import LoadedModel
@@ -51,7 +51,7 @@ from serving.protocols.tensors import (
     parse_infer_request,
     to_inputs,
 )
-from serving.service import Endpoint, Inputs, PredictService
+from serving.service import Endpoint, Inputs, PredictService, RawHeaders
 
 if TYPE_CHECKING:
     from serving.main import Runtime
@@ -68,7 +68,7 @@ def oip_error(error: ServingError) -> JSONResponse:
 @dataclass(frozen=True, slots=True)
 class V2Answer:
     content: bytes
-    headers: dict[str, str]
+    headers: RawHeaders
     binary: bool
 
 
@@ -101,13 +101,13 @@ def encode(
     content, header_length = encode_response(head, call.parsed, outputs, results)
     if header_length is None:
         return V2Answer(content=content, headers=endpoint.headers, binary=False)
-    headers = {**endpoint.headers, "Inference-Header-Content-Length": str(header_length)}
+    headers = (*endpoint.headers, (b"inference-header-content-length", b"%d" % header_length))
     return V2Answer(content=content, headers=headers, binary=True)
 
 
 def _respond(answer: V2Answer) -> Response:
-    media_type = "application/octet-stream" if answer.binary else "application/json"
-    return Response(answer.content, media_type=media_type, headers=answer.headers)
+    media_type = b"application/octet-stream" if answer.binary else b"application/json"
+    return AnswerResponse(answer.content, answer.headers, media_type)
 
 
 def _version(text: str) -> int:

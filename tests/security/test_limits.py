@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from serving.errors import MalformedBody, PayloadTooLarge
 from serving.limits import MAX_DEPTH, MAX_ITEMS, check_json
@@ -65,6 +68,60 @@ def test_the_json_shape_check() -> None:
         check_json({"inputs": [0] * (MAX_ITEMS + 1)})
     with pytest.raises(PayloadTooLarge):
         check_json({str(i): 0 for i in range(MAX_ITEMS + 1)})
+
+
+def _verdict(value: object, text: bytes | None, *, depth: int, items: int) -> str:
+    try:
+        check_json(value, text=text, max_depth=depth, max_items=items)
+    except MalformedBody:
+        return "too deep"
+    except PayloadTooLarge:
+        return "too long"
+    return "ok"
+
+
+JSON_VALUES = st.recursive(
+    # Short leaves, so arrays near the item bound are also near the 2n + 1 bytes of the
+    # shortcut; brackets inside strings, which the count must survive.
+    st.none() | st.integers(0, 9) | st.text(alphabet='[]{}"a', max_size=2),
+    lambda children: st.lists(children, max_size=7)
+    | st.dictionaries(st.text(alphabet="a{}", max_size=2), children, max_size=4),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=400)
+# Right past each bound: objects alone past the depth, an array one item past the count.
+@example(value={"a": {"a": {}}}, compact=True, encoding="utf-16", depth=2, items=100)
+@example(value=[0] * 7, compact=True, encoding="utf-8", depth=1, items=6)
+@given(
+    value=JSON_VALUES,
+    compact=st.booleans(),
+    encoding=st.sampled_from(["utf-8", "utf-16", "utf-32-be"]),
+    depth=st.integers(1, 6),
+    items=st.integers(2, 6),
+)
+def test_the_shape_check_from_text_agrees_with_the_walk(
+    value: object, compact: bool, encoding: str, depth: int, items: int
+) -> None:
+    """The bracket-count shortcut never lets through what the walk refuses, in any encoding
+    `json.loads` reads (brackets inside strings only make it walk). Compact separators put
+    arrays right at the 2n + 1 bytes the shortcut counts on."""
+    separators = (",", ":") if compact else None
+    text = json.dumps(value, separators=separators).encode(encoding)
+    parsed = json.loads(text)
+    assert _verdict(parsed, text, depth=depth, items=items) == _verdict(
+        parsed, None, depth=depth, items=items
+    )
+
+
+def test_the_shape_check_from_text_still_refuses() -> None:
+    deep = ("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1)).encode()
+    with pytest.raises(MalformedBody):
+        check_json(json.loads(deep), text=deep)
+    wide = json.dumps([0] * 5).encode()
+    with pytest.raises(PayloadTooLarge):
+        check_json(json.loads(wide), text=wide, max_items=4)
 
 
 @pytest.fixture

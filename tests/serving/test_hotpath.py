@@ -10,11 +10,12 @@ from typing import Any
 import httpx
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from serving.hotpath import ServingApp
+from serving.hotpath import IndexedHeaders, ServingApp
 from serving.main import create_app
 from tests.fixtures.servers import LiveServer
 from tests.serving.conftest import ServingClient, eventually, serving_settings
@@ -157,3 +158,28 @@ def test_a_caller_gone_before_its_body_arrived_gets_no_answer_and_no_error_log(
         asyncio.run(app(scope, receive, send))
     assert sent == []
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        [],
+        [(b"authorization", b"Bearer one"), (b"content-type", b"text/csv")],
+        # Repeated: the first wins, as everywhere in Starlette.
+        [(b"x-routing-key", b"first"), (b"host", b"h"), (b"x-routing-key", b"second")],
+    ],
+)
+def test_indexed_headers_answer_as_starlettes_do(raw: list[tuple[bytes, bytes]]) -> None:
+    scope = {"type": "http", "headers": raw}
+    indexed, plain = IndexedHeaders(scope), Headers(scope=scope)
+    for name in ("authorization", "Content-Type", "X-ROUTING-KEY", "host", "absent"):
+        assert indexed.get(name) == plain.get(name)
+        assert indexed.get(name, "fallback") == plain.get(name, "fallback")
+        assert (name in indexed) == (name in plain)
+        if name in plain:
+            assert indexed[name] == plain[name]
+        else:
+            with pytest.raises(KeyError):
+                indexed[name]
+    assert indexed.getlist("x-routing-key") == plain.getlist("x-routing-key")
+    assert indexed == plain
