@@ -15,10 +15,12 @@ is off and a few microseconds when it is on (measured figures are in the README)
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import os
+import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -52,8 +54,10 @@ _WELL_FORMED: Final = re.compile(rb"[A-Za-z0-9._:-]{1,128}\Z").match
 
 
 def new_request_id() -> str:
-    # 16 random bytes as hex: as unique as a uuid4 at a third of its cost.
-    return os.urandom(16).hex()
+    # 128 random bits as hex: as unique as a uuid4, without its system call per request. An id
+    # correlates log lines, it grants nothing, so `random` (reseeded in every forked child)
+    # serves; a caller may send its own anyway.
+    return f"{random.getrandbits(128):032x}"
 
 
 def request_id_of(scope: Scope) -> tuple[str, tuple[bytes, bytes]]:
@@ -152,6 +156,12 @@ class JsonLinesHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     Its lines are the formatter's, byte for byte (a test holds them side by side); what it
     saves is the record, the dictionary and the general encoder, most of a line's cost.
+
+    Lines written on an event loop are queued and written together once the loop's current
+    turn ends, after the answers of that turn have gone out: one write per turn instead of one
+    per predict (what nginx's `access_log ... buffer=` does, bounded by a loop turn instead of
+    a size). A record logged the usual way first writes what is queued, so order holds; a
+    flush, or `logging.shutdown` at exit, writes it too.
     """
 
     formatter: JsonFormatter
@@ -159,16 +169,48 @@ class JsonLinesHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self, stream: Any = None) -> None:
         super().__init__(stream)
         self.setFormatter(JsonFormatter())
+        self._queued: list[str] = []
 
     def write_line(self, line: str) -> bool:
-        """Write one finished line; False if the stream refused (then log it as a record)."""
+        """Write one finished line (queued for the end of the loop's turn, when on a loop);
+        False if the stream refused it, and then the caller logs it as a record."""
         try:
-            with self.lock:  # type: ignore[union-attr]
-                self.stream.write(line + self.terminator)
-                self.stream.flush()
-        except Exception:
-            return False
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            try:
+                with self.lock:  # type: ignore[union-attr]
+                    self.stream.write(line + self.terminator)
+                    self.stream.flush()
+            except Exception:
+                return False
+            return True
+        with self.lock:  # type: ignore[union-attr]
+            self._queued.append(line)
+            if len(self._queued) == 1:
+                loop.call_soon(self.write_queued)
         return True
+
+    def write_queued(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if not self._queued:
+                return
+            lines, self._queued = self._queued, []
+            try:
+                terminator = self.terminator
+                self.stream.write(terminator.join(lines) + terminator)
+                self.stream.flush()
+            except Exception:
+                self.handleError(
+                    logging.makeLogRecord({"msg": f"{len(lines)} queued log lines were lost"})
+                )
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.write_queued()
+        super().emit(record)
+
+    def flush(self) -> None:
+        self.write_queued()
+        super().flush()
 
 
 def configure_logging(*, level: str, json_lines: bool, access_log: bool = True) -> None:

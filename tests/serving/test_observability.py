@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gzip
 import io
@@ -240,6 +241,41 @@ def test_the_direct_predict_line_is_the_formatters_line_byte_for_byte(
     parsed = json.loads(direct)
     assert ("trace_id" in parsed) is traced
     assert parsed.get("request_id") == request_id
+
+
+class CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_lines_written_on_a_loop_go_out_together_when_its_turn_ends_and_in_order() -> None:
+    stream = CountingStream()
+    handler = JsonLinesHandler(stream)
+    log = logging.Logger("queued-lines-test")  # detached: no pytest handlers
+    log.addHandler(handler)
+
+    async def one_turn() -> None:
+        assert handler.write_line('{"n": 1}')
+        assert handler.write_line('{"n": 2}')
+        assert stream.getvalue() == ""  # the answers of this turn go out first
+        await asyncio.sleep(0)  # the turn ends
+        assert stream.getvalue() == '{"n": 1}\n{"n": 2}\n'
+        assert stream.writes == 1
+        handler.write_line('{"n": 3}')
+        log.warning("a record")  # logged the usual way: after what was queued before it
+        handler.write_line('{"n": 4}')
+
+    asyncio.run(one_turn())
+    handler.flush()  # as logging.shutdown does at exit, for anything left queued
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line.get("n", line.get("message")) for line in lines] == [1, 2, 3, "a record", 4]
+    handler.write_line('{"n": 5}')  # no loop running: written at once
+    assert stream.getvalue().endswith('{"n": 5}\n')
 
 
 def test_the_direct_line_only_when_berths_json_handler_alone_would_see_it() -> None:
