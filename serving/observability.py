@@ -174,20 +174,23 @@ class JsonLinesHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def write_line(self, line: str) -> bool:
         """Write one finished line (queued for the end of the loop's turn, when on a loop);
         False if the stream refused it, and then the caller logs it as a record."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        with self.lock:  # type: ignore[union-attr]
+            if self._queued:  # a write is already due: join it
+                self._queued.append(line)
+                return True
+            # Asked once per turn, not per line: asyncio checks the loop's pid on every call,
+            # a getpid(2) each time.
             try:
-                with self.lock:  # type: ignore[union-attr]
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                try:
                     self.stream.write(line + self.terminator)
                     self.stream.flush()
-            except Exception:
-                return False
-            return True
-        with self.lock:  # type: ignore[union-attr]
+                except Exception:
+                    return False
+                return True
             self._queued.append(line)
-            if len(self._queued) == 1:
-                loop.call_soon(self.write_queued)
+            loop.call_soon(self.write_queued)
         return True
 
     def write_queued(self) -> None:
