@@ -84,8 +84,10 @@ JSON_VALUES = st.recursive(
     # Short leaves, so arrays near the item bound are also near the 2n + 1 bytes of the
     # shortcut; brackets inside strings, which the count must survive.
     st.none() | st.integers(0, 9) | st.text(alphabet='[]{}"a', max_size=2),
-    lambda children: st.lists(children, max_size=7)
-    | st.dictionaries(st.text(alphabet="a{}", max_size=2), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=7)
+        | st.dictionaries(st.text(alphabet="a{}", max_size=2), children, max_size=4)
+    ),
     max_leaves=30,
 )
 
