@@ -11,10 +11,10 @@ So `ServingApp` tries the inference routes (`POST` only, the same `Route` object
 holds, so paths, converters and OpenAPI stay one definition) before the stack, and calls a
 matching endpoint with only the request id around it, set inline rather than by a middleware
 wrapping `send`. What the skipped layers would still have done is done here: an unexpected
-exception is the uniform JSON 500, logged once. Everything
-else — other methods, other paths, a path that matches with the wrong method (a 405) — takes
-the full stack. With tracing on the short way is off: FastAPI's telemetry makes the request's
-server span, and a trace must not lose it.
+exception is the uniform JSON 500, logged once. Everything else — other methods, other paths, a
+path that matches with the wrong method (a 405) — takes the full stack. With tracing on the
+short way is off: FastAPI's telemetry makes the request's server span, and a trace must not
+lose it.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.errors import ServingError, error_body
-from serving.observability import REQUEST_ID, request_id_of
+from serving.observability import REQUEST_ID, REQUEST_ID_KEY, request_id_from
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,10 @@ class IndexedHeaders(Headers):
     def __contains__(self, key: Any) -> bool:
         return key.lower().encode("latin-1") in self._index
 
+    def raw_value(self, name: bytes) -> bytes | None:
+        """The first value of the header `name` (lower-case, as ASGI carries it), undecoded."""
+        return self._index.get(name)
+
 
 class HotRequest(Request):
     """The request the short way hands its endpoints: headers through `IndexedHeaders`."""
@@ -79,18 +83,20 @@ class HotRequest(Request):
         self._indexed = IndexedHeaders(scope)
 
     @property
-    def headers(self) -> Headers:
+    def headers(self) -> IndexedHeaders:
         return self._indexed
 
 
 async def _call_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     """The endpoint, with what `RequestIdMiddleware` does on the full stack done inline: the id
-    goes straight into the response's headers instead of through a wrapper around `send`."""
-    request_id, id_header = request_id_of(scope)
+    comes from the request's header index, and goes straight into the response's headers
+    instead of through a wrapper around `send`."""
+    request = HotRequest(scope, receive)
+    request_id, id_header = request_id_from(request.headers.raw_value(REQUEST_ID_KEY))
     token = REQUEST_ID.set(request_id)
     try:
         try:
-            response: Response = await scope["endpoint"](HotRequest(scope, receive))
+            response: Response = await scope["endpoint"](request)
         except ClientDisconnect:
             return  # the caller left while sending its body: nobody to answer, nothing to log
         except Exception:

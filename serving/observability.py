@@ -48,7 +48,8 @@ REQUEST_ID: ContextVar[str | None] = ContextVar("berth_request_id", default=None
 """The id of the request being handled, for every log line written while it runs."""
 
 _NAME: Final = re.compile(NAME_PATTERN).match
-_HEADER_KEY: Final = REQUEST_ID_HEADER.lower().encode()
+REQUEST_ID_KEY: Final = REQUEST_ID_HEADER.lower().encode()
+"""The header's name as ASGI carries it."""
 _WELL_FORMED: Final = re.compile(rb"[A-Za-z0-9._:-]{1,128}\Z").match
 """What an incoming id may look like: short, and nothing that could split a header or a log line."""
 
@@ -60,19 +61,21 @@ def new_request_id() -> str:
     return f"{random.getrandbits(128):032x}"
 
 
+def request_id_from(sent: bytes | None) -> tuple[str, tuple[bytes, bytes]]:
+    """The request's id from the `X-Request-Id` the caller sent (kept when well-formed, else a
+    fresh one), and the response header that echoes it."""
+    if sent is not None and _WELL_FORMED(sent):
+        return sent.decode("ascii"), (REQUEST_ID_KEY, sent)
+    request_id = new_request_id()
+    return request_id, (REQUEST_ID_KEY, request_id.encode("ascii"))
+
+
 def request_id_of(scope: Scope) -> tuple[str, tuple[bytes, bytes]]:
-    """The request's id (the caller's `X-Request-Id` when well-formed, else a fresh one) and
-    the response header that echoes it."""
-    raw: bytes | None = None
+    """`request_id_from` the first `X-Request-Id` among the scope's headers."""
     for key, value in scope["headers"]:
-        if key == _HEADER_KEY:
-            if _WELL_FORMED(value):
-                raw = value
-            break
-    if raw is None:
-        request_id = new_request_id()
-        return request_id, (_HEADER_KEY, request_id.encode("ascii"))
-    return raw.decode("ascii"), (_HEADER_KEY, raw)
+        if key == REQUEST_ID_KEY:
+            return request_id_from(value)
+    return request_id_from(None)
 
 
 class RequestIdMiddleware:

@@ -100,6 +100,11 @@ def test_every_response_carries_a_request_id_and_a_good_incoming_one_is_kept(
     for bad in ("two words", "x" * 129, "semi;colon", "new\\nline"):
         replaced = serving.get("/healthz", headers={"X-Request-Id": bad})
         assert re.fullmatch(r"[0-9a-f]{32}", replaced.headers["X-Request-Id"]), bad
+        # The inference routes' short way reads the id from its own header index.
+        replaced = serving.post(
+            "/models/churn/predict", json={"input": row()}, headers={"X-Request-Id": bad}
+        )
+        assert re.fullmatch(r"[0-9a-f]{32}", replaced.headers["X-Request-Id"]), bad
 
 
 # --- the predict log line ---------------------------------------------------------------------
